@@ -1,0 +1,123 @@
+"""Distillation throughput on this machine: the conventional pipeline against the project's loop.
+
+    python benchmarks/kd_throughput.py            # the README's table (a few minutes on 2 cores)
+    python benchmarks/kd_throughput.py --tiny     # a few batches, as the test suite runs it
+
+(a) conventional: a Dataset of PIL images with torchvision transforms (flip, affine, 3 channels,
+    normalise) in a DataLoader, the ResNet50 teacher run on every augmented batch;
+(b) project loop, online teacher: in-memory uint8 tensors, batched augmentation on tensors;
+(c) project loop, cached teacher logits (kd.teacher_logits_cache).
+All three train the same StudentNet with distillation_loss, batch 128, on the same images.
+Inference: student and teacher, latency at batch 1 and throughput at batch 256.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+import kd_helpers as kd
+
+AUG = {"flip": True, "degrees": 0.0, "translate": 0.07, "scale": (1.0, 1.0)}
+
+
+class PILFashionMNIST(torch.utils.data.Dataset):
+    """What torchvision.datasets.FashionMNIST does per item: a PIL image through the transforms."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.images[i].numpy(), mode="L")), int(self.labels[i])
+
+
+def conventional(data, teacher, batches, warmup, workers):
+    mean, std = data["normalize"]["mean"], data["normalize"]["std"]
+    transform = T.Compose([T.RandomHorizontalFlip(), T.RandomAffine(0, translate=(0.07, 0.07)),
+                           T.Grayscale(3), T.ToTensor(), T.Normalize(mean, std)])
+    loader = torch.utils.data.DataLoader(PILFashionMNIST(data["train_images"], data["train_labels"], transform),
+                                         batch_size=128, shuffle=True, num_workers=workers)
+    student = kd.StudentNet()
+    opt = torch.optim.Adam(student.parameters(), 1e-3)
+    seen, start = 0, None
+    for step, (x, y) in enumerate(loader):
+        if step == warmup:
+            seen, start = 0, time.perf_counter()
+        if step == warmup + batches:
+            break
+        with torch.no_grad():
+            soft = teacher(x)
+        loss = kd.distillation_loss(student(x), soft, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen += len(y)
+    return seen / (time.perf_counter() - start)
+
+
+def project_loop(data, teacher, batches, warmup, cached_logits=None):
+    def run(n):
+        student = kd.StudentNet().to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(student.parameters(), 1e-3)
+        start = time.perf_counter()
+        kd.train_one_epoch(student, data["train_images"], data["train_labels"], data["normalize"], optimizer=opt,
+                           batch_size=128, generator=torch.Generator().manual_seed(0), augmentation=AUG,
+                           teacher=None if cached_logits is not None else teacher, teacher_logits=cached_logits,
+                           max_batches=n)
+        return time.perf_counter() - start
+    run(warmup)
+    return batches * 128 / run(batches)
+
+
+@torch.no_grad()
+def inference(model, batch, repeats):
+    model.eval()
+    x = torch.randn(batch, 3, 28, 28)
+    model(x)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model(x)
+    seconds = (time.perf_counter() - start) / repeats
+    return seconds, batch / seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="a few batches only (the test suite's smoke run)")
+    parser.add_argument("--teacher", default="checkpoints/teacher_resnet50.pt")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional pipeline")
+    args = parser.parse_args(argv)
+    batches, warmup, repeats = (3, 1, 2) if args.tiny else (60, 5, 50)
+    torch.manual_seed(0)
+    data = kd.fashion_mnist_splits()
+    teacher, _ = kd.load_checkpoint(kd.project_path(args.teacher))
+    teacher = teacher.to(memory_format=torch.channels_last)
+    n_cache = 128 * (batches + warmup) * 4
+    cached = kd.predict(teacher, data["train_images"][:n_cache], data["normalize"])
+    cached = torch.stack([cached, kd.predict(teacher, data["train_images"][:n_cache], data["normalize"], flip=True)])
+    small = {**data, "train_images": data["train_images"][:n_cache], "train_labels": data["train_labels"][:n_cache]}
+
+    rows = {"(a) conventional: PIL transforms + DataLoader, online teacher": conventional(data, teacher, batches, warmup, args.workers),
+            "(b) project loop, online teacher": project_loop(small, teacher, batches, warmup),
+            "(c) project loop, cached teacher logits": project_loop(small, teacher, batches, warmup, cached)}
+    base = rows["(a) conventional: PIL transforms + DataLoader, online teacher"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {batches} batches of 128 after {warmup} warm-up")
+    print(f"\n| distillation training | images/s | vs (a) |\n|---|---:|---:|")
+    for name, speed in rows.items():
+        print(f"| {name} | {speed:,.0f} | {speed / base:.1f}x |")
+    print(f"\n| inference | latency, batch 1 (ms) | throughput, batch 256 (images/s) |\n|---|---:|---:|")
+    for name, model in (("student (StudentNet)", kd.StudentNet()), ("teacher (ResNet50)", teacher)):
+        latency, _ = inference(model, 1, repeats * 4)
+        _, throughput = inference(model, 256, max(2, repeats // 5))
+        print(f"| {name} | {1000 * latency:.2f} | {throughput:,.0f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,740 @@
+"""Knowledge distillation on Fashion-MNIST: the helpers the notebooks call.
+
+Sections, in the order data flows through them:
+    1. data        find, verify and load the IDX files; split; normalise; batched augmentation
+    2. models      StudentNet (the homework's), the ResNet50 teacher, build_model(arch)
+    3. losses      distillation_loss (Hinton et al., 2015)
+    4. training    train_one_epoch, evaluate, fit (resumable), teacher-logit cache
+    5. artefacts   checkpoints (weights_only), metrics JSON, figures, parameter checks
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+# ---------------------------------------------------------------------------- 1. data
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")   # package dataset-fashion-mnist
+LOCAL_DIR = ROOT / "data"                                # torchvision download cache
+SHA256 = {  # of the decompressed IDX files (Xiao et al., 2017)
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+HOW_TO_GET_DATA = (
+    "Get Fashion-MNIST in one of these ways:\n"
+    "  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist  (files in /usr/share/datasets/fashion-mnist)\n"
+    "  - pass data_dir=... (notebook parameter) or set FASHION_MNIST_DIR to a folder holding the four\n"
+    "    IDX files (train-images-idx3-ubyte[.gz], ...)\n"
+    "  - allow a download with download=True (notebook parameter) or FASHION_MNIST_DOWNLOAD=1;\n"
+    "    torchvision then fetches them into data/")
+
+
+class DataError(RuntimeError):
+    """The data set is missing, truncated or corrupt; the message says how to fix it."""
+
+
+def _idx_path(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz", folder / "FashionMNIST" / "raw" / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _has_all_files(folder: Path) -> bool:
+    return all(_idx_path(folder, name) for name in SHA256)
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None, download: bool = False) -> Path:
+    """The folder holding the four IDX files, searched in this order: `data_dir`, $FASHION_MNIST_DIR,
+    Debian's package folder, the local cache `data/`, then torchvision's download if allowed."""
+    explicit = data_dir or os.environ.get("FASHION_MNIST_DIR")
+    if explicit:
+        folder = Path(explicit).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"Fashion-MNIST folder {folder} does not exist.\n{HOW_TO_GET_DATA}")
+        missing = [name for name in SHA256 if _idx_path(folder, name) is None]
+        if missing:
+            raise DataError(f"Fashion-MNIST folder {folder} lacks {', '.join(missing)}.\n{HOW_TO_GET_DATA}")
+        return folder
+    for folder in (DEBIAN_DIR, LOCAL_DIR):
+        if _has_all_files(folder):
+            return folder
+    if download or os.environ.get("FASHION_MNIST_DOWNLOAD") == "1":
+        import torchvision
+        for train in (True, False):
+            torchvision.datasets.FashionMNIST(LOCAL_DIR, train=train, download=True)
+        return LOCAL_DIR
+    raise DataError(f"Fashion-MNIST not found in {DEBIAN_DIR} nor {LOCAL_DIR}.\n{HOW_TO_GET_DATA}")
+
+
+def read_idx(path: Path, expected_sha256: str | None = None) -> torch.Tensor:
+    """One IDX file (gzip-ed or not) as a uint8 tensor, its SHA-256 and length checked."""
+    raw = path.read_bytes()
+    try:
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (EOFError, OSError) as err:
+        raise DataError(f"{path} is not a complete gzip file ({err}): the copy is truncated or corrupt. "
+                        f"Delete it and get a fresh copy.\n{HOW_TO_GET_DATA}") from None
+    if len(raw) < 8 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes. Get a fresh copy.\n{HOW_TO_GET_DATA}")
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(raw) != offset + math.prod(shape):
+        raise DataError(f"{path} holds {len(raw) - offset} bytes of data, but its header announces "
+                        f"{math.prod(shape)} (shape {shape}): the file is truncated. Get a fresh copy.\n"
+                        f"{HOW_TO_GET_DATA}")
+    if expected_sha256 is not None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != expected_sha256:
+            raise DataError(f"{path}: SHA-256 of its contents is {digest}, expected {expected_sha256}. "
+                            f"The file is corrupt or not the official Fashion-MNIST. Get a fresh copy.\n"
+                            f"{HOW_TO_GET_DATA}")
+    return torch.frombuffer(bytearray(raw[offset:]), dtype=torch.uint8).reshape(shape)
+
+
+def load_fashion_mnist(data_dir=None, download: bool = False) -> dict[str, torch.Tensor]:
+    """Train and test images (N, 28, 28) and labels (N,), uint8 and int64, checksums verified."""
+    folder = find_data_dir(data_dir, download)
+    read = {name: read_idx(_idx_path(folder, name), digest) for name, digest in SHA256.items()}
+    return {"train_images": read["train-images-idx3-ubyte"],
+            "train_labels": read["train-labels-idx1-ubyte"].long(),
+            "test_images": read["t10k-images-idx3-ubyte"],
+            "test_labels": read["t10k-labels-idx1-ubyte"].long()}
+
+
+def stratified_split(labels: torch.Tensor, n_val: int = 5000, seed: int = 0):
+    """Indices (train, val): n_val images held out, the same share of every class, the same every time."""
+    generator = torch.Generator().manual_seed(seed)
+    classes = labels.unique()
+    per_class = n_val // len(classes)
+    train, val = [], []
+    for c in classes:
+        members = (labels == c).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        val.append(members[:per_class])
+        train.append(members[per_class:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+def fashion_mnist_splits(data_dir=None, download: bool = False, n_val: int = 5000, seed: int = 0) -> dict:
+    """The project's data: train (55k), val (5k) and test (10k) images and labels, plus
+    `train_index` (each train image's index in the official training set) and `normalize`."""
+    data = load_fashion_mnist(data_dir, download)
+    train_idx, val_idx = stratified_split(data["train_labels"], n_val, seed)
+    splits = {
+        "train_images": data["train_images"][train_idx], "train_labels": data["train_labels"][train_idx],
+        "val_images": data["train_images"][val_idx], "val_labels": data["train_labels"][val_idx],
+        "test_images": data["test_images"], "test_labels": data["test_labels"],
+        "train_index": train_idx,
+    }
+    splits["normalize"] = normalization_constants(splits["train_images"])
+    return splits
+
+
+def normalization_constants(images: torch.Tensor, channels: int = 3) -> dict:
+    """Per-channel mean and std of uint8 images scaled to [0, 1]; grey is replicated to `channels`."""
+    pixels = images.double() / 255
+    return {"mean": [pixels.mean().item()] * channels, "std": [pixels.std().item()] * channels}
+
+
+def to_model_input(images: torch.Tensor, normalize: dict) -> torch.Tensor:
+    """(N, 28, 28) uint8 or (N, 1, 28, 28) float in [0, 1] -> normalised (N, C, 28, 28) float."""
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255)
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    mean = torch.tensor(normalize["mean"], device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(normalize["std"], device=images.device).view(1, -1, 1, 1)
+    return (images - mean) / std  # broadcasting replicates grey to C channels
+
+
+def augment(images: torch.Tensor, generator: torch.Generator | None = None, flip: bool = True,
+            degrees: float = 10.0, translate: float = 0.1, scale=(0.9, 1.1)):
+    """The homework's augmentation on a whole batch, random parameters per image.
+
+    `images` is (N, 1, H, W) float in [0, 1], so the background fills with 0 (black). Returns the
+    augmented batch and the boolean mask of mirrored images (used to look up cached teacher logits).
+    Rotation is uniform in +-degrees, translation uniform in +-translate of the size, scale uniform.
+    """
+    n, device = images.shape[0], images.device
+
+    def uniform(low, high):
+        return (torch.rand(n, generator=generator) * (high - low) + low).to(device)
+
+    flipped = (torch.rand(n, generator=generator) < 0.5).to(device) if flip else torch.zeros(n, dtype=torch.bool, device=device)
+    images = torch.where(flipped.view(-1, 1, 1, 1), images.flip(-1), images)
+    if degrees == 0 and translate == 0 and tuple(scale) == (1, 1):
+        return images, flipped
+    angle = uniform(-degrees, degrees) * math.pi / 180
+    factor = uniform(*scale)
+    shift_x, shift_y = uniform(-translate, translate) * 2, uniform(-translate, translate) * 2
+    # affine_grid maps output to input coordinates: the inverse of "rotate, scale, then shift".
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    theta = torch.stack([torch.stack([cos, sin, -(cos * shift_x + sin * shift_y)], 1),
+                         torch.stack([-sin, cos, -(-sin * shift_x + cos * shift_y)], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False), flipped
+
+
+def batches(n: int, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None):
+    """Index tensors covering range(n) in batches, reshuffled per call when `shuffle`."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    return list(order.split(batch_size))
+
+
+# ---------------------------------------------------------------------------- 2. models
+
+class StudentNet(nn.Module):
+    """The homework's student: 3 conv + 2 FC layers, 95,386 parameters, 3x28x28 input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.conv3 = nn.Conv2d(32, 32, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.bn3 = nn.BatchNorm2d(32)
+        self.pool = nn.AvgPool2d(2, 2)
+        self.fc1 = nn.Linear(32 * 7 * 7, 48)
+        self.fc2 = nn.Linear(48, 10)
+        self.dropout = nn.Dropout(0.35)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.pool(F.relu(self.bn2(self.conv2(x))))
+        x = self.pool(F.relu(self.bn3(self.conv3(x))))
+        x = self.dropout(x.flatten(1))
+        return self.fc2(self.fc1(x))  # no activation between fc1 and fc2, as in the report
+
+
+def resnet50_teacher(num_classes: int = 10) -> nn.Module:
+    """torchvision's ResNet50, untouched but for the 10-class head (its state dict loads into
+    `torchvision.models.resnet50(num_classes=10)`)."""
+    import torchvision
+    return torchvision.models.resnet50(weights=None, num_classes=num_classes)
+
+
+ARCHS = {"student_net": StudentNet, "resnet50": resnet50_teacher}
+
+
+def build_model(arch: str) -> nn.Module:
+    """A fresh model by name: one of ARCHS."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown model {arch!r}; choose one of {', '.join(ARCHS)}")
+    return ARCHS[arch]()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_mult_adds(model: nn.Module, input_size=(1, 3, 28, 28)) -> int:
+    """Multiply-adds of the convolution and linear weights for one image (biases and batch norm left
+    out, as the report's 9.78M counts them; torchinfo 1.8 adds those and prints 9.84M)."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            total += output[0].numel() * module.weight[0].numel()
+        elif isinstance(module, nn.Linear):
+            total += module.weight.numel()
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()(torch.zeros(input_size, device=next(model.parameters()).device))
+    model.train(was_training)
+    for handle in handles:
+        handle.remove()
+    return total
+
+
+# ---------------------------------------------------------------------------- 3. losses
+
+def distillation_loss(student_logits, teacher_logits, labels, temperature: float = 4.0, alpha: float = 0.9):
+    """Hinton, Vinyals and Dean (2015):
+
+        alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)
+
+    KL is averaged over the batch; T^2 keeps the soft-target gradients on the scale of the hard ones.
+    """
+    T = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
+                  reduction="batchmean", log_target=True)
+    return alpha * T * T * kl + (1 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+# ---------------------------------------------------------------------------- 4. training
+
+def default_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU; otherwise the named device, checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but PyTorch sees no CUDA GPU; use device='auto' or 'cpu'")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' asked for, but MPS is not available; use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, generator, augmentation,
+                    epoch=0, teacher=None, teacher_logits=None, temperature=4.0, alpha=0.9,
+                    lr_at=None, max_batches=None, progress=False):
+    """One pass over (images, labels), uint8 on the model's device. With a `teacher` module or cached
+    `teacher_logits` (2, N, C: for each image and its mirror image, aligned with `images`), the loss is
+    `distillation_loss`; otherwise cross-entropy. `lr_at(step)` sets the learning rate per batch.
+    Returns mean loss and accuracy on the augmented training batches."""
+    model.train()
+    device = next(model.parameters()).device
+    order = batches(len(images), batch_size, shuffle=True, generator=generator)[:max_batches]
+    total_loss = total_correct = seen = 0
+    for step, idx in enumerate(_progress(order, progress, f"epoch {epoch + 1}")):
+        x, flipped = augment(images[idx.to(device)].unsqueeze(1).float().div_(255), generator, **augmentation)
+        x, y = to_model_input(x, normalize), labels[idx.to(device)]
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+        logits = model(x)
+        if teacher is not None:
+            with torch.no_grad():
+                soft = teacher(x).float()
+            loss = distillation_loss(logits, soft, y, temperature, alpha)
+        elif teacher_logits is not None:
+            soft = teacher_logits[flipped.long().cpu(), idx.cpu()].to(device).float()
+            loss = distillation_loss(logits, soft, y, temperature, alpha)
+        else:
+            loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {step + 1}: lower the "
+                                     f"learning rate or check the inputs; the last checkpoint is kept")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(idx)
+        total_correct += (logits.argmax(1) == y).sum().item()
+        seen += len(idx)
+    return total_loss / seen, total_correct / seen
+
+
+@torch.no_grad()
+def predict(model, images, normalize, batch_size: int = 1000, flip: bool = False) -> torch.Tensor:
+    """Logits for uint8 images (N, 28, 28), in eval mode; `flip` mirrors them first."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for idx in batches(len(images), batch_size):
+        x = images[idx].to(device).unsqueeze(1).float().div_(255)
+        out.append(model(to_model_input(x.flip(-1) if flip else x, normalize)).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(model, images, labels, normalize, batch_size: int = 1000) -> dict:
+    """Cross-entropy loss, accuracy and logits on a labelled set, in eval mode."""
+    logits = predict(model, images, normalize, batch_size)
+    labels = labels.cpu()
+    return {"loss": F.cross_entropy(logits, labels).item(),
+            "accuracy": (logits.argmax(1) == labels).float().mean().item(), "logits": logits}
+
+
+def confusion_matrix(logits, labels, num_classes: int = 10) -> torch.Tensor:
+    """Counts: row = true class, column = predicted class."""
+    pairs = labels.cpu() * num_classes + logits.argmax(1).cpu()
+    return torch.bincount(pairs, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> list[float]:
+    return (confusion.diag() / confusion.sum(1)).tolist()
+
+
+def most_confused_pairs(confusion: torch.Tensor, k: int = 5) -> list[tuple[int, int, int]]:
+    """The k largest off-diagonal counts as (true, predicted, count)."""
+    off = confusion.clone().fill_diagonal_(0)
+    top = off.flatten().topk(k)
+    n = confusion.shape[0]
+    return [(i // n, i % n, c) for i, c in zip(top.indices.tolist(), top.values.tolist())]
+
+
+def expected_calibration_error(logits, labels, bins: int = 15) -> dict:
+    """ECE = sum_b |B_b|/N * |accuracy(B_b) - confidence(B_b)| over equal-width confidence bins
+    (Guo et al., 2017); also returns the per-bin accuracy, confidence and count."""
+    confidence, predicted = F.softmax(logits.float(), 1).max(1)
+    correct = (predicted == labels.cpu()).float()
+    which = (confidence * bins).clamp(max=bins - 1).long()
+    count = torch.bincount(which, minlength=bins).float()
+    acc = torch.bincount(which, correct, minlength=bins) / count.clamp(min=1)
+    conf = torch.bincount(which, confidence, minlength=bins) / count.clamp(min=1)
+    ece = (count / len(labels) * (acc - conf).abs()).sum().item()
+    return {"ece": ece, "accuracy": acc.tolist(), "confidence": conf.tolist(), "count": count.long().tolist()}
+
+
+def _progress(items, enabled, desc):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+    return tqdm(items, desc=desc, leave=False, mininterval=2)
+
+
+def one_cycle(peak_lr: float, total_steps: int, warmup: float = 0.15):
+    """Linear warm-up to peak_lr, then cosine decay to ~0: lr as a function of the global step."""
+    def lr_at(step):
+        ramp = max(1, int(total_steps * warmup))
+        if step < ramp:
+            return peak_lr * (0.04 + 0.96 * step / ramp)
+        return peak_lr * 0.5 * (1 + math.cos(math.pi * (step - ramp) / max(1, total_steps - ramp)))
+    return lr_at
+
+
+def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=0.0,
+        schedule="plateau", factor=0.5, patience=3, augmentation=None, teacher=None, teacher_logits=None,
+        temperature=4.0, alpha=0.9, seed=0, checkpoint=None, log_file=None, max_batches=None,
+        progress=False, config=None) -> dict:
+    """Train `model` on data["train_*"], choose the epoch with the best validation accuracy.
+
+    schedule: 'plateau' (ReduceLROnPlateau on validation loss, `factor`, `patience`) or 'one_cycle'.
+    With `checkpoint` (a path), the state after each epoch is written there atomically, and a later
+    call with the same arguments resumes from it; every epoch draws its randomness from `seed` and its
+    own number, so a resumed run equals an uninterrupted one. Returns the history and the best weights
+    (already loaded into `model`).
+    """
+    device = next(model.parameters()).device
+    augmentation = dict(augmentation or {})
+    train_x, train_y = data["train_images"].to(device), data["train_labels"].to(device)
+    normalize = data["normalize"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = (torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+           if optimizer == "sgd" else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay))
+    steps = math.ceil(len(train_x) / batch_size) if max_batches is None else min(max_batches, math.ceil(len(train_x) / batch_size))
+    plateau = None
+    if schedule == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=factor, patience=patience)
+        lr_curve = None
+    elif schedule == "one_cycle":
+        lr_curve = one_cycle(lr, epochs * steps)
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; choose plateau or one_cycle")
+    state = {"epoch": 0, "history": [], "best": None, "best_val_accuracy": -1.0, "train_seconds": 0.0}
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        if plateau is not None:
+            plateau.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        for h in state["history"]:
+            print(_epoch_line(h, epochs, eta=None))
+        _log(f"resumed from {checkpoint} after epoch {state['epoch']}", log_file)
+    for epoch in range(state["epoch"], epochs):
+        start = time.time()
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        torch.manual_seed(seed * 100_003 + epoch)  # dropout
+        lr_at = (lambda step, e=epoch: lr_curve(e * steps + step)) if lr_curve else None
+        train_loss, train_acc = train_one_epoch(
+            model, train_x, train_y, normalize, optimizer=opt, batch_size=batch_size, generator=generator,
+            augmentation=augmentation, epoch=epoch, teacher=teacher, teacher_logits=teacher_logits,
+            temperature=temperature, alpha=alpha, lr_at=lr_at,
+            max_batches=max_batches, progress=progress)
+        val = evaluate(model, data["val_images"], data["val_labels"], normalize)
+        current_lr = opt.param_groups[0]["lr"]
+        if plateau is not None:
+            plateau.step(val["loss"])
+        seconds = time.time() - start
+        state["train_seconds"] += seconds
+        state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
+                                 "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": current_lr,
+                                 "seconds": seconds})
+        if val["accuracy"] > state["best_val_accuracy"]:
+            state["best_val_accuracy"] = val["accuracy"]
+            state["best"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state["best_epoch"] = epoch + 1
+        state["epoch"] = epoch + 1
+        eta = state["train_seconds"] / state["epoch"] * (epochs - state["epoch"])
+        _log(_epoch_line(state["history"][-1], epochs, eta), log_file)
+        if checkpoint is not None:
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": plateau.state_dict() if plateau is not None else {},
+                         "state": state, "config": config or {}}, checkpoint)
+    model.load_state_dict(state["best"])
+    return {"history": state["history"], "best_epoch": state.get("best_epoch"),
+            "best_val_accuracy": state["best_val_accuracy"], "train_seconds": state["train_seconds"]}
+
+
+def run_name(prefix: str, config: dict, **extra) -> str:
+    """A readable, unique name for a run: prefix, seed and a short hash of everything that shapes it."""
+    settings = json.dumps({**config, **extra}, sort_keys=True, default=str)
+    return f"{prefix}_seed{config.get('seed', 0)}_{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
+
+
+def _epoch_line(h: dict, epochs: int, eta: float | None) -> str:
+    return (f"epoch {h['epoch']}/{epochs}  loss {h['train_loss']:.4f}  train_acc {100 * h['train_accuracy']:.2f}%  "
+            f"val_loss {h['val_loss']:.4f}  val_acc {100 * h['val_accuracy']:.2f}%  lr {h['lr']:.2e}  "
+            f"{h['seconds']:.0f} s" + ("" if eta is None else f"  eta {eta / 60:.1f} min"))
+
+
+def _log(line: str, log_file=None):
+    print(line, flush=True)
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a") as f:
+            f.write(time.strftime("%H:%M:%S ") + line + "\n")
+
+
+def teacher_logits_cache(teacher, images, normalize, teacher_sha256: str, cache_dir=ROOT / "cache",
+                         batch_size: int = 500) -> torch.Tensor:
+    """The teacher's logits for `images` and for their mirror images, (2, N, C) float32, computed once
+    and kept in cache_dir under the teacher's SHA-256 and the images' (a new teacher gets a new cache)."""
+    images_sha256 = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+    path = Path(cache_dir) / f"teacher_logits_{teacher_sha256[:16]}_{images_sha256[:16]}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    logits = torch.stack([predict(teacher, images, normalize, batch_size, flip=flip) for flip in (False, True)])
+    atomic_save(logits, path)
+    return logits
+
+
+# ---------------------------------------------------------------------------- 5. artefacts
+
+def atomic_save(obj, path) -> None:
+    """torch.save to a temporary file, then rename: a crash leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_json(obj, path) -> None:
+    """Write JSON atomically, keys sorted, so a re-run with the same numbers leaves no diff."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def sha256_of(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_info(seed: int | None = None) -> dict:
+    """Seed, versions and git commit: recorded in every metrics file and checkpoint."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    import torchvision
+    return {"seed": seed, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "python": platform.python_version(), "git_commit": commit, "machine": platform.machine()}
+
+
+def save_checkpoint(model, meta: dict, path, half: bool = False) -> str:
+    """{'state_dict', 'meta'} of plain tensors and types (loads with weights_only=True); float
+    weights in float16 when `half`. Writes path and path.sha256; returns the SHA-256."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    atomic_save({"state_dict": state, "meta": meta}, path)
+    digest = sha256_of(path)
+    Path(f"{path}.sha256").write_text(f"{digest}  {Path(path).name}\n")
+    return digest
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, altered, unsafe or does not fit the model."""
+
+
+def load_checkpoint(path, device="cpu", verify: bool = True):
+    """(model, meta) from a checkpoint written by save_checkpoint, weights back in float32.
+    Verifies the SHA-256 beside it, loads with weights_only=True only, checks every key and shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: run the notebook that trains it, "
+                              f"or restore it with `git checkout -- {path}`")
+    sidecar = Path(f"{path}.sha256")
+    if verify and sidecar.is_file():
+        expected, actual = sidecar.read_text().split()[0], sha256_of(path)
+        if expected != actual:
+            raise CheckpointError(f"checkpoint {path} has SHA-256 {actual}, but {sidecar} expects {expected}: "
+                                  f"the file was altered or is incomplete; restore it with `git checkout -- {path}`")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # never fall back to unsafe loading
+        raise CheckpointError(f"checkpoint {path} cannot be loaded safely with weights_only=True "
+                              f"(it may carry code): {str(err).splitlines()[0]}") from None
+    if not isinstance(saved, dict) or "state_dict" not in saved or "meta" not in saved:
+        raise CheckpointError(f"checkpoint {path} is not a {{'state_dict', 'meta'}} dict written by save_checkpoint")
+    meta = saved["meta"]
+    model = build_model(meta.get("arch", "?"))
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key not in saved["state_dict"]:
+            raise CheckpointError(f"checkpoint {path} lacks {key!r} that {meta.get('arch')} needs")
+        if saved["state_dict"][key].shape != value.shape:
+            raise CheckpointError(f"checkpoint {path}: {key!r} has shape {tuple(saved['state_dict'][key].shape)}, "
+                                  f"{meta.get('arch')} needs {tuple(value.shape)}")
+    extra = [k for k in saved["state_dict"] if k not in expected]
+    if extra:
+        raise CheckpointError(f"checkpoint {path} has {extra[0]!r}, unknown to {meta.get('arch')}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in saved["state_dict"].items()})
+    return model.to(device).eval(), meta
+
+
+def save_fig(fig, name: str, folder=ROOT / "report" / "figures") -> Path:
+    """Save a figure as PNG with fixed metadata, so a re-run with equal pixels leaves no diff."""
+    path = Path(folder) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def check_parameters(**params) -> None:
+    """Validate notebook parameters; a bad one raises ValueError saying what it must be."""
+    def fail(name, value, must):
+        raise ValueError(f"parameter {name}={value!r} is invalid: it must be {must}")
+    for name, value in params.items():
+        if name in ("epochs", "batch_size", "seeds") and not (isinstance(value, int) and value > 0):
+            fail(name, value, "a positive integer")
+        if name == "max_batches" and value is not None and not (isinstance(value, int) and value > 0):
+            fail(name, value, "None or a positive integer")
+        if name == "patience" and not (isinstance(value, int) and value >= 0):
+            fail(name, value, "a non-negative integer")
+        if name == "alpha" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            fail(name, value, "a number in [0, 1]")
+        if name in ("temperature", "lr") and not (isinstance(value, (int, float)) and value > 0):
+            fail(name, value, "a positive number")
+        if name == "factor" and not (isinstance(value, (int, float)) and 0 < value < 1):
+            fail(name, value, "a number in (0, 1)")
+        if name == "arch" and value not in ARCHS:
+            fail(name, value, f"one of {', '.join(ARCHS)}")
+        if name == "profile" and value not in ("quick", "full"):
+            fail(name, value, "'quick' or 'full'")
+        if name == "device" and value not in ("auto", "cpu", "cuda", "mps"):
+            fail(name, value, "'auto', 'cpu', 'cuda' or 'mps'")
+
+
+def project_path(path) -> Path:
+    """A notebook path parameter: absolute as given, relative to the repository root otherwise."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+# Figures: small, shared plotting helpers (matplotlib imported on first use)
+
+def plot_images(images, titles=None, ncols: int = 10, size: float = 1.1):
+    """A grid of grey images (N, 28, 28) or (N, 1, 28, 28), uint8 or float."""
+    import matplotlib.pyplot as plt
+    images = images.reshape(len(images), images.shape[-2], images.shape[-1]).float().cpu()
+    nrows = math.ceil(len(images) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * (1.25 if titles else 1)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:len(images)]):
+        ax.imshow(images[i], cmap="gray")
+        if titles:
+            ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(confusion, title: str = ""):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.imshow(confusion, cmap="Blues")
+    n = confusion.shape[0]
+    for i in range(n):
+        for j in range(n):
+            value = int(confusion[i, j])
+            ax.text(j, i, value, ha="center", va="center", fontsize=7,
+                    color="white" if value > confusion.max() / 2 else "black")
+    ax.set_xticks(range(n), CLASSES, rotation=45, ha="right")
+    ax.set_yticks(range(n), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(histories: dict):
+    """Loss, accuracy and learning rate per epoch for each named run's history."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, history in histories.items():
+        epochs = [h["epoch"] for h in history]
+        for ax, key in zip(axes[:2], ("loss", "accuracy")):
+            line, = ax.plot(epochs, [h[f"val_{key}"] for h in history], label=f"{name} val")
+            ax.plot(epochs, [h[f"train_{key}"] for h in history], "--", color=line.get_color(),
+                    label=f"{name} train (augmented)")
+        axes[2].plot(epochs, [h["lr"] for h in history], label=name)
+    for ax, title in zip(axes, ("loss", "accuracy", "learning rate")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    axes[2].set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(calibration: dict, title: str = ""):
+    import matplotlib.pyplot as plt
+    bins = len(calibration["accuracy"])
+    centres = [(i + 0.5) / bins for i in range(bins)]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.bar(centres, calibration["accuracy"], width=1 / bins, edgecolor="k", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "r--", label="perfect calibration")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} ECE = {100 * calibration['ece']:.2f}%")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_soft_targets(images, logits, labels, temperatures=(1, 2, 4, 8)):
+    """One row per image: the image, then softmax(logits / T) as bars for each temperature T."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(images), len(temperatures) + 1, figsize=(3 * (len(temperatures) + 1),
+                             2.2 * len(images)), squeeze=False)
+    for row, (image, logit, label) in enumerate(zip(images, logits, labels)):
+        axes[row, 0].imshow(image.reshape(28, 28), cmap="gray")
+        axes[row, 0].set_title(f"true: {CLASSES[label]}", fontsize=8)
+        axes[row, 0].axis("off")
+        for col, T in enumerate(temperatures, start=1):
+            probs = F.softmax(logit.float() / T, 0)
+            axes[row, col].bar(range(len(CLASSES)), probs, color=["C3" if i == label else "C0" for i in range(10)])
+            axes[row, col].set_ylim(0, 1)
+            axes[row, col].set_xticks(range(len(CLASSES)), [c[:7] for c in CLASSES], rotation=90, fontsize=6)
+            if row == 0:
+                axes[row, col].set_title(f"T = {T}")
+    fig.tight_layout()
+    return fig

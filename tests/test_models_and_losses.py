@@ -1,0 +1,58 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kd_helpers as kd
+
+
+def test_student_matches_the_report_figure_1():
+    from torchinfo import summary
+    student = kd.StudentNet()
+    assert kd.count_parameters(student) == 95_386
+    stats = summary(student, input_size=(1, 3, 28, 28), verbose=0)
+    assert stats.total_params == 95_386
+    assert round(kd.count_mult_adds(student) / 1e6, 2) == 9.78
+    assert 9.78e6 < stats.total_mult_adds < 9.9e6  # torchinfo 1.8 also counts biases and batch norm
+    figure_1 = [("Conv2d", [32, 28, 28], 896), ("BatchNorm2d", [32, 28, 28], 64), ("Conv2d", [32, 28, 28], 9248),
+                ("BatchNorm2d", [32, 28, 28], 64), ("AvgPool2d", [32, 14, 14], 0), ("Conv2d", [32, 14, 14], 9248),
+                ("BatchNorm2d", [32, 14, 14], 64), ("AvgPool2d", [32, 7, 7], 0), ("Dropout", [1568], 0),
+                ("Linear", [48], 75312), ("Linear", [10], 490)]
+    rows = [(layer.class_name, layer.output_size[1:], layer.num_params) for layer in stats.summary_list[1:]]
+    assert rows == figure_1
+    assert student(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+
+
+def test_teacher_state_dict_loads_into_torchvision_resnet50():
+    import torchvision
+    teacher = kd.build_model("resnet50")
+    torchvision.models.resnet50(num_classes=10).load_state_dict(teacher.state_dict())
+    assert teacher(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+
+
+def test_unknown_model_name_is_refused():
+    with pytest.raises(ValueError, match="unknown model 'resnet18'.*student_net"):
+        kd.build_model("resnet18")
+
+
+def test_distillation_loss_against_a_hand_computed_value():
+    s = torch.tensor([[1.0, 0.0]])
+    t = torch.tensor([[0.0, 1.0]])
+    y = torch.tensor([0])
+    T, alpha = 2.0, 0.25
+    # softmax([0.5, 0]) = (a, 1 - a) with a = 1 / (1 + e^-0.5); the teacher's is its mirror (1 - a, a)
+    a = 1 / (1 + math.exp(-0.5))
+    kl = (1 - a) * math.log((1 - a) / a) + a * math.log(a / (1 - a))
+    ce = -math.log(1 / (1 + math.exp(-1.0)))
+    expected = alpha * T * T * kl + (1 - alpha) * ce
+    assert kd.distillation_loss(s, t, y, T, alpha).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_distillation_loss_limits():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(16, 10, generator=g), torch.randn(16, 10, generator=g)
+    y = torch.randint(0, 10, (16,), generator=g)
+    assert kd.distillation_loss(s, t, y, 3.0, 0.0).item() == pytest.approx(F.cross_entropy(s, y).item())
+    assert kd.distillation_loss(s, s, y, 3.0, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd.distillation_loss(s, t, y, 3.0, 1.0).item() > 0

@@ -1,0 +1,156 @@
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import kd_helpers as kd
+
+TRAIN_SCRIPT = textwrap.dedent("""
+    import json, sys, torch
+    torch.set_num_threads(1)
+    import kd_helpers as kd
+    data = kd.fashion_mnist_splits()
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randperm(55000, generator=g)[:3000]
+    data.update(train_images=data["train_images"][pick], train_labels=data["train_labels"][pick],
+                train_index=data["train_index"][pick], val_images=data["val_images"][:500],
+                val_labels=data["val_labels"][:500])
+    torch.manual_seed(0)
+    model = kd.StudentNet()
+    result = kd.fit(model, data, epochs=4, batch_size=100, lr=1e-3, schedule="plateau", patience=0,
+                    augmentation={"translate": 0.1, "degrees": 10}, seed=0, checkpoint=sys.argv[1])
+    json.dump(result["history"], open(sys.argv[2], "w"))
+""")
+
+
+def run_training(tmp_path, name, kill_after_epoch=None):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT)
+    checkpoint, out = tmp_path / f"{name}.pt", tmp_path / f"{name}.json"
+    args = [sys.executable, str(script), str(checkpoint), str(out)]
+    if kill_after_epoch is not None:
+        proc = subprocess.Popen(args)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if checkpoint.exists():
+                state = torch.load(checkpoint, weights_only=True)["state"]
+                if state["epoch"] >= kill_after_epoch:
+                    break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not out.exists(), "the run finished before it could be killed"
+    subprocess.run(args, check=True, timeout=300)
+    return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in json.loads(out.read_text())]
+
+
+def test_killed_run_resumes_and_equals_an_uninterrupted_run(tmp_path):
+    uninterrupted = run_training(tmp_path, "straight")
+    resumed = run_training(tmp_path, "killed", kill_after_epoch=2)
+    assert len(resumed) == 4
+    assert resumed == uninterrupted
+
+
+def test_same_seed_gives_same_metrics(small_data):
+    def train():
+        torch.manual_seed(0)
+        model = kd.StudentNet()
+        return kd.fit(model, small_data, epochs=1, batch_size=64, seed=3, augmentation={})["history"][0]
+    first, second = train(), train()
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch(small_data):
+    model = kd.StudentNet()
+    with torch.no_grad():
+        model.fc2.bias.fill_(float("nan"))
+    with pytest.raises(kd.NonFiniteLossError, match="epoch 1, batch 1"):
+        kd.fit(model, small_data, epochs=1, batch_size=64)
+
+
+def test_distillation_with_cached_logits_learns(small_data):
+    teacher = kd.StudentNet()
+    cache = torch.randn(2, len(small_data["train_images"]), 10)
+    torch.manual_seed(0)
+    student = kd.StudentNet()
+    result = kd.fit(student, small_data, epochs=2, batch_size=64, teacher_logits=cache, temperature=4.0,
+                    alpha=0.5, augmentation={"flip": True})
+    assert len(result["history"]) == 2 and result["best_epoch"] in (1, 2)
+    online = kd.fit(kd.StudentNet(), small_data, epochs=1, batch_size=64, teacher=teacher.eval(), alpha=0.5)
+    assert online["history"][0]["train_loss"] > 0
+
+
+def test_checkpoint_round_trip_in_float16(tmp_path):
+    model = kd.StudentNet().eval()
+    path = tmp_path / "student.pt"
+    digest = kd.save_checkpoint(model, {"arch": "student_net", "note": "test"}, path, half=True)
+    assert (tmp_path / "student.pt.sha256").read_text().startswith(digest)
+    loaded, meta = kd.load_checkpoint(path)
+    assert meta["note"] == "test" and loaded.fc1.weight.dtype == torch.float32
+    x = torch.randn(4, 3, 28, 28)
+    assert torch.allclose(loaded(x), model(x), atol=1e-2)
+    assert isinstance(torch.load(path, weights_only=True), dict)
+
+
+def test_missing_checkpoint_says_how_to_get_it(tmp_path):
+    with pytest.raises(kd.CheckpointError, match="does not exist"):
+        kd.load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_altered_checkpoint_fails_its_checksum(tmp_path):
+    path = tmp_path / "student.pt"
+    kd.save_checkpoint(kd.StudentNet(), {"arch": "student_net"}, path)
+    with open(path, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(kd.CheckpointError, match="SHA-256"):
+        kd.load_checkpoint(path)
+
+
+def test_wrong_shape_names_the_file_and_the_key(tmp_path):
+    path = tmp_path / "student.pt"
+    model = kd.StudentNet()
+    model.fc1 = torch.nn.Linear(1568, 64)
+    kd.save_checkpoint(model, {"arch": "student_net"}, path)
+    with pytest.raises(kd.CheckpointError, match=r"student.pt: 'fc1.weight' has shape \(64, 1568\)"):
+        kd.load_checkpoint(path)
+
+
+def test_wrong_architecture_names_the_first_missing_key(tmp_path):
+    path = tmp_path / "student.pt"
+    kd.save_checkpoint(kd.StudentNet(), {"arch": "resnet50"}, path)
+    with pytest.raises(kd.CheckpointError, match="lacks 'conv1.weight'|'conv1.weight' has shape"):
+        kd.load_checkpoint(path)
+
+
+class CarriesCode:
+    def __reduce__(self):
+        return (print, ("this ran while loading",))
+
+
+def test_checkpoint_carrying_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "meta": {"arch": "student_net"}, "payload": CarriesCode()}, path)
+    with pytest.raises(kd.CheckpointError, match="weights_only"):
+        kd.load_checkpoint(path)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"epochs": 0}, "epochs=0"), ({"batch_size": -1}, "batch_size=-1"), ({"alpha": 1.5}, r"\[0, 1\]"),
+    ({"temperature": 0}, "temperature=0"), ({"arch": "vgg"}, "student_net"), ({"profile": "medium"}, "quick"),
+    ({"device": "tpu"}, "cuda"), ({"factor": 1.0}, r"\(0, 1\)"),
+])
+def test_invalid_parameters_are_named(params, message):
+    with pytest.raises(ValueError, match=message):
+        kd.check_parameters(**params)
+
+
+def test_unknown_device_is_refused():
+    with pytest.raises(ValueError, match="unknown device"):
+        kd.default_device("tpu")
+    assert kd.default_device("cpu").type == "cpu"
