@@ -4,8 +4,10 @@ Sections, in the order data flows through them:
     1. data        find, verify and load the IDX files; split; normalise; batched augmentation
     2. models      StudentNet (the homework's), the ResNet50 teacher, build_model(arch)
     3. losses      distillation_loss (Hinton et al., 2015)
-    4. training    train_one_epoch, evaluate, fit (resumable), teacher-logit cache
-    5. artefacts   checkpoints (weights_only), metrics JSON, figures, parameter checks
+    4. training    train_one_epoch, fit (resumable, atomic checkpoints), teacher-logit cache
+    5. evaluation  predict, evaluate, confusion matrix, calibration
+    6. artefacts   checkpoints (weights_only), metrics JSON, run info, parameter checks
+    7. figures     save_fig and the plots the notebooks share
 """
 from __future__ import annotations
 
@@ -30,13 +32,19 @@ CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 # ---------------------------------------------------------------------------- 1. data
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")   # package dataset-fashion-mnist
+
+
 LOCAL_DIR = ROOT / "data"                                # torchvision download cache
+
+
 SHA256 = {  # of the decompressed IDX files (Xiao et al., 2017)
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
+
+
 HOW_TO_GET_DATA = (
     "Get Fashion-MNIST in one of these ways:\n"
     "  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist  (files in /usr/share/datasets/fashion-mnist)\n"
@@ -346,57 +354,6 @@ def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, 
     return total_loss / seen, total_correct / seen
 
 
-@torch.no_grad()
-def predict(model, images, normalize, batch_size: int = 1000, flip: bool = False) -> torch.Tensor:
-    """Logits for uint8 images (N, 28, 28), in eval mode; `flip` mirrors them first."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for idx in batches(len(images), batch_size):
-        x = images[idx].to(device).unsqueeze(1).float().div_(255)
-        out.append(model(to_model_input(x.flip(-1) if flip else x, normalize)).float().cpu())
-    return torch.cat(out)
-
-
-def evaluate(model, images, labels, normalize, batch_size: int = 1000) -> dict:
-    """Cross-entropy loss, accuracy and logits on a labelled set, in eval mode."""
-    logits = predict(model, images, normalize, batch_size)
-    labels = labels.cpu()
-    return {"loss": F.cross_entropy(logits, labels).item(),
-            "accuracy": (logits.argmax(1) == labels).float().mean().item(), "logits": logits}
-
-
-def confusion_matrix(logits, labels, num_classes: int = 10) -> torch.Tensor:
-    """Counts: row = true class, column = predicted class."""
-    pairs = labels.cpu() * num_classes + logits.argmax(1).cpu()
-    return torch.bincount(pairs, minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def per_class_accuracy(confusion: torch.Tensor) -> list[float]:
-    return (confusion.diag() / confusion.sum(1)).tolist()
-
-
-def most_confused_pairs(confusion: torch.Tensor, k: int = 5) -> list[tuple[int, int, int]]:
-    """The k largest off-diagonal counts as (true, predicted, count)."""
-    off = confusion.clone().fill_diagonal_(0)
-    top = off.flatten().topk(k)
-    n = confusion.shape[0]
-    return [(i // n, i % n, c) for i, c in zip(top.indices.tolist(), top.values.tolist())]
-
-
-def expected_calibration_error(logits, labels, bins: int = 15) -> dict:
-    """ECE = sum_b |B_b|/N * |accuracy(B_b) - confidence(B_b)| over equal-width confidence bins
-    (Guo et al., 2017); also returns the per-bin accuracy, confidence and count."""
-    confidence, predicted = F.softmax(logits.float(), 1).max(1)
-    correct = (predicted == labels.cpu()).float()
-    which = (confidence * bins).clamp(max=bins - 1).long()
-    count = torch.bincount(which, minlength=bins).float()
-    acc = torch.bincount(which, correct, minlength=bins) / count.clamp(min=1)
-    conf = torch.bincount(which, confidence, minlength=bins) / count.clamp(min=1)
-    ece = (count / len(labels) * (acc - conf).abs()).sum().item()
-    return {"ece": ece, "accuracy": acc.tolist(), "confidence": conf.tolist(), "count": count.long().tolist()}
-
-
 def _progress(items, enabled, desc):
     if not enabled:
         return items
@@ -521,7 +478,60 @@ def teacher_logits_cache(teacher, images, normalize, teacher_sha256: str, cache_
     return logits
 
 
-# ---------------------------------------------------------------------------- 5. artefacts
+# ---------------------------------------------------------------------------- 5. evaluation
+
+@torch.no_grad()
+def predict(model, images, normalize, batch_size: int = 1000, flip: bool = False) -> torch.Tensor:
+    """Logits for uint8 images (N, 28, 28), in eval mode; `flip` mirrors them first."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for idx in batches(len(images), batch_size):
+        x = images[idx].to(device).unsqueeze(1).float().div_(255)
+        out.append(model(to_model_input(x.flip(-1) if flip else x, normalize)).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(model, images, labels, normalize, batch_size: int = 1000) -> dict:
+    """Cross-entropy loss, accuracy and logits on a labelled set, in eval mode."""
+    logits = predict(model, images, normalize, batch_size)
+    labels = labels.cpu()
+    return {"loss": F.cross_entropy(logits, labels).item(),
+            "accuracy": (logits.argmax(1) == labels).float().mean().item(), "logits": logits}
+
+
+def confusion_matrix(logits, labels, num_classes: int = 10) -> torch.Tensor:
+    """Counts: row = true class, column = predicted class."""
+    pairs = labels.cpu() * num_classes + logits.argmax(1).cpu()
+    return torch.bincount(pairs, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> list[float]:
+    return (confusion.diag() / confusion.sum(1)).tolist()
+
+
+def most_confused_pairs(confusion: torch.Tensor, k: int = 5) -> list[tuple[int, int, int]]:
+    """The k largest off-diagonal counts as (true, predicted, count)."""
+    off = confusion.clone().fill_diagonal_(0)
+    top = off.flatten().topk(k)
+    n = confusion.shape[0]
+    return [(i // n, i % n, c) for i, c in zip(top.indices.tolist(), top.values.tolist())]
+
+
+def expected_calibration_error(logits, labels, bins: int = 15) -> dict:
+    """ECE = sum_b |B_b|/N * |accuracy(B_b) - confidence(B_b)| over equal-width confidence bins
+    (Guo et al., 2017); also returns the per-bin accuracy, confidence and count."""
+    confidence, predicted = F.softmax(logits.float(), 1).max(1)
+    correct = (predicted == labels.cpu()).float()
+    which = (confidence * bins).clamp(max=bins - 1).long()
+    count = torch.bincount(which, minlength=bins).float()
+    acc = torch.bincount(which, correct, minlength=bins) / count.clamp(min=1)
+    conf = torch.bincount(which, confidence, minlength=bins) / count.clamp(min=1)
+    ece = (count / len(labels) * (acc - conf).abs()).sum().item()
+    return {"ece": ece, "accuracy": acc.tolist(), "confidence": conf.tolist(), "count": count.long().tolist()}
+
+
+# ---------------------------------------------------------------------------- 6. artefacts
 
 def atomic_save(obj, path) -> None:
     """torch.save to a temporary file, then rename: a crash leaves the old file or the new one."""
@@ -608,14 +618,6 @@ def load_checkpoint(path, device="cpu", verify: bool = True):
     return model.to(device).eval(), meta
 
 
-def save_fig(fig, name: str, folder=ROOT / "report" / "figures") -> Path:
-    """Save a figure as PNG with fixed metadata, so a re-run with equal pixels leaves no diff."""
-    path = Path(folder) / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    return path
-
-
 def check_parameters(**params) -> None:
     """Validate notebook parameters; a bad one raises ValueError saying what it must be."""
     def fail(name, value, must):
@@ -647,7 +649,17 @@ def project_path(path) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
-# Figures: small, shared plotting helpers (matplotlib imported on first use)
+# ---------------------------------------------------------------------------- 7. figures
+
+# matplotlib is imported on first use, so the training code does not need it.
+
+def save_fig(fig, name: str, folder=ROOT / "report" / "figures") -> Path:
+    """Save a figure as PNG with fixed metadata, so a re-run with equal pixels leaves no diff."""
+    path = Path(folder) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return path
+
 
 def plot_images(images, titles=None, ncols: int = 10, size: float = 1.1):
     """A grid of grey images (N, 28, 28) or (N, 1, 28, 28), uint8 or float."""

@@ -50,10 +50,36 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
+def load_metrics(report_dir: Path = ROOT / "report") -> dict:
+    import json
+    return {p.stem: json.loads(p.read_text()) for p in sorted((report_dir / "metrics").glob("*.json"))}
+
+
+def render_summary(m: dict) -> str:
+    """The headline table, shared by report.md and the README."""
+    teacher, kd_, scratch = m["teacher_evaluation"], m["student_kd"], m["student_scratch"]
+    return f"""| model | parameters | test accuracy | validation accuracy |
+|---|---:|---:|---:|
+| ResNet50 teacher | {teacher['parameters']:,} | {pct(teacher['test_accuracy'])} | {pct(teacher['val_accuracy'])} |
+| StudentNet, distilled (KD) | {kd_['run']['parameters']:,} | {pct(kd_['test_accuracy'])} | {pct(kd_['val_accuracy'])} |
+| StudentNet, from scratch | {scratch['run']['parameters']:,} | {pct(scratch['test_accuracy'])} | {pct(scratch['val_accuracy'])} |
+| homework report (KD), for reference | 95,386 | 93.93 % | — |
+"""
+
+
+README_START, README_END = "<!-- results: written by reproduce.py from report/metrics -->", "<!-- end of results -->"
+
+
+def readme_with_results(readme: str, m: dict) -> str:
+    """The README with its results block replaced by the current summary table."""
+    head, rest = readme.split(README_START)
+    _, tail = rest.split(README_END)
+    return f"{head}{README_START}\n{render_summary(m)}{README_END}{tail}"
+
+
 def render_report(report_dir: Path = ROOT / "report") -> str:
     """report.md from the metrics JSON files: every number in it is read from report/metrics/."""
-    import json
-    m = {p.stem: json.loads(p.read_text()) for p in sorted((report_dir / "metrics").glob("*.json"))}
+    m = load_metrics(report_dir)
     teacher, kd_, scratch = m["teacher_evaluation"], m["student_kd"], m["student_scratch"]
     design, data, runtimes = m["student_design"], m["data"], m.get("runtimes", {})
     cfg = kd_["run"]["config"]
@@ -67,13 +93,7 @@ def render_report(report_dir: Path = ROOT / "report") -> str:
 
 ## Summary
 
-| model | parameters | test accuracy | validation accuracy |
-|---|---:|---:|---:|
-| ResNet50 teacher | {teacher['parameters']:,} | {pct(teacher['test_accuracy'])} | {pct(teacher['val_accuracy'])} |
-| StudentNet, distilled (KD) | {kd_['run']['parameters']:,} | {pct(kd_['test_accuracy'])} | {pct(kd_['val_accuracy'])} |
-| StudentNet, from scratch | {scratch['run']['parameters']:,} | {pct(scratch['test_accuracy'])} | {pct(scratch['val_accuracy'])} |
-| homework report (KD) | 95,386 | 93.93 % | — |
-
+{render_summary(m)}
 The distilled student is {design['teacher_over_student']['parameters']:.0f}x smaller than the teacher
 ({design['models']['StudentNet']['size_kb']:.0f} KB against {design['models']['ResNet50 teacher']['size_kb'] / 1024:.1f} MB of float32 weights)
 and needs {design['teacher_over_student']['mult_adds']:.1f}x fewer multiply-adds per image.
@@ -191,7 +211,9 @@ def main(argv=None) -> int:
             kd.write_json(runtimes, runtimes_path)
     if args.profile == "full":
         (ROOT / "report" / "report.md").write_text(render_report())
-        print("report/report.md written")
+        readme = ROOT / "README.md"
+        readme.write_text(readme_with_results(readme.read_text(), load_metrics()))
+        print("report/report.md and the README's results written")
     return 0
 
 

@@ -98,7 +98,7 @@ def main(argv=None):
     data = kd.fashion_mnist_splits()
     teacher, _ = kd.load_checkpoint(kd.project_path(args.teacher))
     teacher = teacher.to(memory_format=torch.channels_last)
-    n_cache = 128 * (batches + warmup) * 4
+    n_cache = 128 * (batches + warmup)
     cached = kd.predict(teacher, data["train_images"][:n_cache], data["normalize"])
     cached = torch.stack([cached, kd.predict(teacher, data["train_images"][:n_cache], data["normalize"], flip=True)])
     small = {**data, "train_images": data["train_images"][:n_cache], "train_labels": data["train_labels"][:n_cache]}
