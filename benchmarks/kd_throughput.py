@@ -92,7 +92,10 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="a few batches only (the test suite's smoke run)")
     parser.add_argument("--teacher", default="checkpoints/teacher_resnet50.pt")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional pipeline")
+    parser.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads (default: PyTorch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     batches, warmup, repeats = (3, 1, 2) if args.tiny else (60, 5, 50)
     torch.manual_seed(0)
     data = kd.fashion_mnist_splits()
