@@ -164,6 +164,16 @@ def normalization_constants(images: torch.Tensor, channels: int = 3) -> dict:
     return {"mean": [pixels.mean().item()] * channels, "std": [pixels.std().item()] * channels}
 
 
+def check_normalization(meta: dict, normalize: dict, source="the checkpoint") -> None:
+    """Raise if a model was trained with other normalisation constants than `normalize` (to 1e-6:
+    the sums behind them differ in their last bits with the number of threads)."""
+    for key in ("mean", "std"):
+        if len(meta["normalize"][key]) != len(normalize[key]) or any(
+                abs(a - b) > 1e-6 for a, b in zip(meta["normalize"][key], normalize[key])):
+            raise ValueError(f"{source} was trained with normalisation {meta['normalize']}, but this data "
+                             f"gives {normalize}: was it trained on another split or data set?")
+
+
 def to_model_input(images: torch.Tensor, normalize: dict) -> torch.Tensor:
     """(N, 28, 28) uint8 or (N, 1, 28, 28) float in [0, 1] -> normalised (N, C, 28, 28) float."""
     if images.dtype == torch.uint8:
