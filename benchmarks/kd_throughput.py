@@ -110,15 +110,20 @@ def main(argv=None):
             "(b) project loop, online teacher": project_loop(small, teacher, batches, warmup),
             "(c) project loop, cached teacher logits": project_loop(small, teacher, batches, warmup, cached)}
     base = rows["(a) conventional: PIL transforms + DataLoader, online teacher"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {batches} batches of 128 after {warmup} warm-up")
-    print(f"\n| distillation training | images/s | vs (a) |\n|---|---:|---:|")
-    for name, speed in rows.items():
-        print(f"| {name} | {speed:,.0f} | {speed / base:.1f}x |")
-    print(f"\n| inference | latency, batch 1 (ms) | throughput, batch 256 (images/s) |\n|---|---:|---:|")
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {batches} batches of 128 after {warmup} warm-up",
+             "", "| distillation training | images/s | vs (a) |", "|---|---:|---:|"]
+    lines += [f"| {name} | {speed:,.0f} | {speed / base:.1f}x |" for name, speed in rows.items()]
+    lines += ["", "| inference | latency, batch 1 (ms) | throughput, batch 256 (images/s) |", "|---|---:|---:|"]
     for name, model in (("student (StudentNet)", kd.StudentNet()), ("teacher (ResNet50)", teacher)):
         latency, _ = inference(model, 1, repeats * 4)
         _, throughput = inference(model, 256, max(2, repeats // 5))
-        print(f"| {name} | {1000 * latency:.2f} | {throughput:,.0f} |")
+        lines.append(f"| {name} | {1000 * latency:.2f} | {throughput:,.0f} |")
+    print("\n".join(lines))
+    if not args.tiny:  # the record the README points to
+        (kd.ROOT / "report" / "benchmark.md").write_text(
+            "# Distillation throughput\n\nWritten by `python benchmarks/kd_throughput.py` on "
+            f"{time.strftime('%Y-%m-%d')}, machine {kd.run_info()['machine']}, commit `{kd.run_info()['git_commit'][:10]}`.\n\n"
+            + "\n".join(lines) + "\n")
     return rows
 
 
