@@ -337,8 +337,9 @@ def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, 
     order = batches(len(images), batch_size, shuffle=True, generator=generator)[:max_batches]
     total_loss = total_correct = seen = 0
     for step, idx in enumerate(_progress(order, progress, f"epoch {epoch + 1}")):
-        x, flipped = augment(images[idx.to(device)].unsqueeze(1).float().div_(255), generator, **augmentation)
-        x, y = to_model_input(x, normalize), labels[idx.to(device)]
+        on_device = idx.to(device)
+        x, flipped = augment(images[on_device].unsqueeze(1).float().div_(255), generator, **augmentation)
+        x, y = to_model_input(x, normalize), labels[on_device]
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
