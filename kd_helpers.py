@@ -4,10 +4,11 @@ Sections, in the order data flows through them:
     1. data        find, verify and load the IDX files; split; normalise; batched augmentation
     2. models      StudentNet (the homework's), the ResNet50 teacher, build_model(arch)
     3. losses      distillation_loss (Hinton et al., 2015)
-    4. training    train_one_epoch, fit (resumable, atomic checkpoints), teacher-logit cache
+    4. training    train_one_epoch (optionally compiled), fit (resumable, atomic checkpoints), logit cache
     5. evaluation  predict, evaluate, confusion matrix, calibration
     6. artefacts   checkpoints (weights_only), metrics JSON, run info, parameter checks
     7. figures     save_fig and the plots the notebooks share
+    8. deployment  ONNX export, int8 static quantisation (ONNX Runtime), inference speed
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import os
 import platform
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -252,7 +254,19 @@ def resnet50_teacher(num_classes: int = 10) -> nn.Module:
     return torchvision.models.resnet50(weights=None, num_classes=num_classes)
 
 
-ARCHS = {"student_net": StudentNet, "resnet50": resnet50_teacher}
+def resnet50_stride1_teacher(num_classes: int = 10) -> nn.Module:
+    """ResNet50 whose first convolution has stride 1 instead of 2, for 28x28 images.
+
+    The default stem (7x7/2 conv, 3x3/2 max-pool) shrinks 28x28 to 7x7 before layer1 and to 1x1 in
+    layer4; with stride 1, layer1 sees 14x14 maps and layer4 2x2. No weight changes shape, so the
+    state dict still loads into `torchvision.models.resnet50(num_classes=10)` (set conv1.stride to 1
+    there too). It costs about 3x the compute: 80 against 230 training images/s on 2 CPU cores."""
+    model = resnet50_teacher(num_classes)
+    model.conv1.stride = (1, 1)
+    return model
+
+
+ARCHS = {"student_net": StudentNet, "resnet50": resnet50_teacher, "resnet50_stride1": resnet50_stride1_teacher}
 
 
 def build_model(arch: str) -> nn.Module:
@@ -325,17 +339,45 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+def compiled(model: nn.Module):
+    """`torch.compile(model)` as a callable for training steps, or the model itself, with a warning,
+    where compiling fails on this machine (no C++ compiler, unsupported platform or Python).
+    The parameters stay `model`'s, so its state_dict and checkpoints are unchanged."""
+    def eager(reason):
+        warnings.warn(f"torch.compile is unavailable here ({reason}); training runs eagerly, only slower")
+        return model
+    try:
+        fast = torch.compile(model)
+    except Exception as err:  # noqa: BLE001 - any failure means: run eagerly
+        return eager(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+    def forward(x):
+        nonlocal fast
+        try:
+            return fast(x)
+        except Exception as err:  # noqa: BLE001 - compilation happens at the first call; a real error re-raises eagerly
+            if fast is model:
+                raise
+            fast = eager(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            return model(x)
+    return forward
+
+
 def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, generator, augmentation,
                     epoch=0, teacher=None, teacher_logits=None, temperature=4.0, alpha=0.9,
-                    lr_at=None, max_batches=None, progress=False):
+                    lr_at=None, max_batches=None, progress=False, forward=None):
     """One pass over (images, labels), uint8 on the model's device. With a `teacher` module or cached
     `teacher_logits` (2, N, C: for each image and its mirror image, aligned with `images`), the loss is
-    `distillation_loss`; otherwise cross-entropy. `lr_at(step)` sets the learning rate per batch.
+    `distillation_loss`; otherwise cross-entropy. `lr_at(step)` sets the learning rate per batch;
+    `forward` replaces `model` for the training forward pass (e.g. `compiled(model)`).
     Returns mean loss and accuracy on the augmented training batches."""
     model.train()
+    forward = model if forward is None else forward
     device = next(model.parameters()).device
     order = batches(len(images), batch_size, shuffle=True, generator=generator)[:max_batches]
-    total_loss = total_correct = seen = 0
+    total_loss = torch.zeros((), device=device)  # summed on the device: no host sync per batch for the sums
+    total_correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
     for step, idx in enumerate(_progress(order, progress, f"epoch {epoch + 1}")):
         on_device = idx.to(device)
         x, flipped = augment(images[on_device].unsqueeze(1).float().div_(255), generator, **augmentation)
@@ -343,7 +385,7 @@ def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, 
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-        logits = model(x)
+        logits = forward(x)
         if teacher is not None:
             with torch.no_grad():
                 soft = teacher(x).float()
@@ -359,10 +401,10 @@ def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(idx)
-        total_correct += (logits.argmax(1) == y).sum().item()
+        total_loss += loss.detach() * len(idx)
+        total_correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
-    return total_loss / seen, total_correct / seen
+    return total_loss.item() / seen, total_correct.item() / seen
 
 
 def _progress(items, enabled, desc):
@@ -385,10 +427,11 @@ def one_cycle(peak_lr: float, total_steps: int, warmup: float = 0.15):
 def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=0.0,
         schedule="plateau", factor=0.5, patience=3, augmentation=None, teacher=None, teacher_logits=None,
         temperature=4.0, alpha=0.9, seed=0, checkpoint=None, log_file=None, max_batches=None,
-        progress=False, config=None) -> dict:
+        progress=False, config=None, compile=False) -> dict:
     """Train `model` on data["train_*"], choose the epoch with the best validation accuracy.
 
     schedule: 'plateau' (ReduceLROnPlateau on validation loss, `factor`, `patience`) or 'one_cycle'.
+    compile: train through `compiled(model)` (torch.compile, ~30 s to compile, eager where unavailable).
     With `checkpoint` (a path), the state after each epoch is written there atomically, and a later
     call with the same arguments resumes from it; every epoch draws its randomness from `seed` and its
     own number, so a resumed run equals an uninterrupted one. Returns the history and the best weights
@@ -421,6 +464,7 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
         for h in state["history"]:
             print(_epoch_line(h, epochs, eta=None))
         _log(f"resumed from {checkpoint} after epoch {state['epoch']}", log_file)
+    forward = compiled(model) if compile and state["epoch"] < epochs else model
     for epoch in range(state["epoch"], epochs):
         start = time.time()
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -430,7 +474,7 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
             model, train_x, train_y, normalize, optimizer=opt, batch_size=batch_size, generator=generator,
             augmentation=augmentation, epoch=epoch, teacher=teacher, teacher_logits=teacher_logits,
             temperature=temperature, alpha=alpha, lr_at=lr_at,
-            max_batches=max_batches, progress=progress)
+            max_batches=max_batches, progress=progress, forward=forward)
         val = evaluate(model, data["val_images"], data["val_labels"], normalize)
         current_lr = opt.param_groups[0]["lr"]
         if plateau is not None:
@@ -529,6 +573,18 @@ def most_confused_pairs(confusion: torch.Tensor, k: int = 5) -> list[tuple[int, 
     return [(i // n, i % n, c) for i, c in zip(top.indices.tolist(), top.values.tolist())]
 
 
+def confused_examples(images, labels, predicted, pairs, per_pair: int = 6):
+    """Up to `per_pair` images of each (true, predicted, count) pair, padded with blanks so each pair
+    fills one row: (images (len(pairs) * per_pair, 28, 28) uint8, titles) for plot_images."""
+    rows, titles = [], []
+    for true, pred, _ in pairs:
+        idx = ((labels == true) & (predicted == pred)).nonzero().flatten()[:per_pair]
+        blanks = per_pair - len(idx)
+        rows += [images[idx], torch.zeros(blanks, *images.shape[1:], dtype=images.dtype)]
+        titles += [f"{CLASSES[true][:7]}->{CLASSES[pred][:7]}"] * len(idx) + [""] * blanks
+    return torch.cat(rows), titles
+
+
 def expected_calibration_error(logits, labels, bins: int = 15) -> dict:
     """ECE = sum_b |B_b|/N * |accuracy(B_b) - confidence(B_b)| over equal-width confidence bins
     (Guo et al., 2017); also returns the per-bin accuracy, confidence and count."""
@@ -567,15 +623,19 @@ def sha256_of(path) -> str:
 
 
 def run_info(seed: int | None = None) -> dict:
-    """Seed, versions and git commit: recorded in every metrics file and checkpoint."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+    """Seed, versions, git commit and whether tracked files differed from it (`git_dirty`):
+    recorded in every metrics file and checkpoint."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit != "unknown" else None
     import torchvision
     return {"seed": seed, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-            "python": platform.python_version(), "git_commit": commit, "machine": platform.machine()}
+            "python": platform.python_version(), "git_commit": commit, "git_dirty": dirty,
+            "machine": platform.machine()}
 
 
 def save_checkpoint(model, meta: dict, path, half: bool = False) -> str:
@@ -584,6 +644,11 @@ def save_checkpoint(model, meta: dict, path, half: bool = False) -> str:
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     atomic_save({"state_dict": state, "meta": meta}, path)
+    return write_sha256(path)
+
+
+def write_sha256(path) -> str:
+    """Write path.sha256 ("<digest>  <name>", as sha256sum does) beside a shipped file; returns the digest."""
     digest = sha256_of(path)
     Path(f"{path}.sha256").write_text(f"{digest}  {Path(path).name}\n")
     return digest
@@ -634,9 +699,9 @@ def check_parameters(**params) -> None:
     def fail(name, value, must):
         raise ValueError(f"parameter {name}={value!r} is invalid: it must be {must}")
     for name, value in params.items():
-        if name in ("epochs", "batch_size", "seeds") and not (isinstance(value, int) and value > 0):
+        if name in ("epochs", "batch_size", "seeds", "calibration_images", "repeats") and not (isinstance(value, int) and value > 0):
             fail(name, value, "a positive integer")
-        if name == "max_batches" and value is not None and not (isinstance(value, int) and value > 0):
+        if name in ("max_batches", "n_train", "n_test") and value is not None and not (isinstance(value, int) and value > 0):
             fail(name, value, "None or a positive integer")
         if name == "patience" and not (isinstance(value, int) and value >= 0):
             fail(name, value, "a non-negative integer")
@@ -761,3 +826,109 @@ def plot_soft_targets(images, logits, labels, temperatures=(1, 2, 4, 8)):
                 axes[row, col].set_title(f"T = {T}")
     fig.tight_layout()
     return fig
+
+
+def plot_per_class_accuracy(series: dict):
+    """Grouped bars of per-class accuracy, one group per class, one bar per model (series: label -> 10 values)."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar([c + i * width for c in range(len(CLASSES))], [100 * v for v in values], width, label=label)
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(CLASSES))], CLASSES, rotation=30)
+    ax.set_ylim(60, 100)
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_pareto(rows: dict):
+    """Test accuracy against parameters, multiply-adds, size on disk and latency, one point per model
+    (rows: label -> dict with test_accuracy, parameters, mult_adds, bytes, latency_ms); log x axes."""
+    import matplotlib.pyplot as plt
+    axes_spec = (("parameters", "parameters", 1), ("mult_adds", "multiply-adds per image", 1),
+                 ("bytes", "size on disk (KB)", 1 / 1024), ("latency_ms", "latency at batch 1 (ms)", 1))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4), sharey=True)
+    for ax, (key, title, scale) in zip(axes, axes_spec):
+        for i, (label, r) in enumerate(rows.items()):
+            ax.scatter(r[key] * scale, 100 * r["test_accuracy"], color=f"C{i}", label=label, s=40)
+        ax.set_xscale("log")
+        ax.set_xlabel(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------- 8. deployment
+
+def export_onnx(model: nn.Module, path) -> Path:
+    """The model (float32, eval mode) as one self-contained ONNX file with a dynamic batch size;
+    input "input" (N, 3, 28, 28) normalised, output "logits"."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.float().cpu().eval()
+    torch.onnx.export(model, (torch.zeros(2, 3, 28, 28),), str(path), input_names=["input"], output_names=["logits"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=65536)}}, dynamo=True,
+                      external_data=False, verbose=False)
+    return path
+
+
+def quantize_int8(onnx_path, int8_path, calibration: torch.Tensor, batch_size: int = 100) -> Path:
+    """ONNX Runtime's static int8 quantisation (QDQ format, per-channel int8 weights, uint8 activations),
+    with activation ranges calibrated on `calibration`: normalised training images (N, 3, 28, 28)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter({"input": b.numpy()} for b in calibration.float().split(batch_size))
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    int8_path = Path(int8_path)
+    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    prepared = int8_path.with_suffix(".prepared.onnx")
+    try:
+        quant_pre_process(str(onnx_path), str(prepared))
+        quantize_static(str(prepared), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        prepared.unlink(missing_ok=True)
+    return int8_path
+
+
+def onnx_session(path, threads: int | None = None):
+    """An ONNX Runtime CPU session for `path`, with `threads` intra-op threads (None: PyTorch's count)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_predict(session, images, normalize, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of an ONNX session for uint8 images (N, 28, 28), like `predict` for a PyTorch model."""
+    return torch.cat([torch.from_numpy(session.run(None, {"input": to_model_input(chunk, normalize).numpy()})[0])
+                      for chunk in images.split(batch_size)])
+
+
+def inference_speed(model_or_session, batch_size: int, repeats: int = 20) -> dict:
+    """Latency (ms per call) and throughput (images/s) of a PyTorch model or an ONNX Runtime session
+    on a random normalised batch of `batch_size`, after one warm-up call."""
+    x = torch.randn(batch_size, 3, 28, 28)
+    if isinstance(model_or_session, nn.Module):
+        model = model_or_session.eval()
+        run = lambda: model(x)  # noqa: E731
+    else:
+        feed = {"input": x.numpy()}
+        run = lambda: model_or_session.run(None, feed)  # noqa: E731
+    with torch.no_grad():
+        run()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+    seconds = (time.perf_counter() - start) / repeats
+    return {"batch_size": batch_size, "latency_ms": 1000 * seconds, "images_per_s": batch_size / seconds}

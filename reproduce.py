@@ -1,8 +1,9 @@
 """Run the notebooks in order with papermill: `python reproduce.py --profile quick|full`.
 
 full:  the real results: executed notebooks in report/executed/, figures in report/figures/,
-       numbers in report/metrics/, students in checkpoints/. The teacher is trained (00) only
-       when checkpoints/teacher_resnet50.pt is missing or --train-teacher is given.
+       numbers in report/metrics/, students in checkpoints/. The teacher is trained (00, in two
+       stages: default stem from scratch, then stride-1 stem fine-tuned from it) only when
+       checkpoints/teacher_resnet50.pt is missing or --train-teacher is given.
 quick: every notebook on small parameters (minutes), all outputs under report/quick/ (ignored by git).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 NOTEBOOKS = ["00_train_teacher", "01_data_exploration", "02_teacher_evaluation", "03_student_design",
-             "04_distillation"]
+             "04_distillation", "05_beyond_the_baseline"]
 KERNEL = "kd-fashion"
 
 
@@ -22,18 +23,41 @@ def quick_parameters(out: Path) -> dict[str, dict]:
     """Small settings that exercise every cell; all outputs go under `out`."""
     common = {"figures_dir": str(out / "figures"), "metrics_dir": str(out / "metrics")}
     return {
-        "00_train_teacher": {"epochs": 1, "max_batches": 2, "progress": False, "metrics_dir": str(out / "metrics"),
-                             "checkpoint": str(out / "checkpoints" / "teacher_resnet50.pt"), "run_dir": str(out / "runs")},
+        "00_train_teacher": {"arch": "resnet50", "epochs": 1, "max_batches": 2, "progress": False,
+                             "metrics_dir": str(out / "metrics"), "run_dir": str(out / "runs"),
+                             "checkpoint": str(out / "checkpoints" / "teacher_resnet50.pt")},
         "01_data_exploration": common,
         "02_teacher_evaluation": {**common, "n_test": 500},
         "03_student_design": {"metrics_dir": str(out / "metrics")},
         "04_distillation": {**common, "epochs": 2, "n_train": 1000, "n_test": 500, "progress": False,
                             "checkpoint_dir": str(out / "checkpoints"), "run_dir": str(out / "runs")},
+        "05_beyond_the_baseline": {**common, "n_test": 500, "repeats": 3, "calibration_images": 200,
+                                   "int8_dir": str(out / "checkpoints"), "run_dir": str(out / "runs")},
     }
 
 
 def full_parameters() -> dict[str, dict]:
     return {name: {"progress": False} if name in ("00_train_teacher", "04_distillation") else {} for name in NOTEBOOKS}
+
+
+# The shipped teacher's first stage: 00 with the default stem, from random weights. Its defaults are stage 2.
+TEACHER_STAGE1 = ("00_train_teacher_default_stem", {
+    "arch": "resnet50", "init_from": None, "epochs": 20, "lr": 0.1, "progress": False,
+    "checkpoint": "checkpoints/teacher_resnet50_default_stem.pt", "metrics_name": "teacher_training_default_stem.json"})
+
+
+def full_steps(names: list[str], train_teacher: bool) -> list[tuple[str, str, dict]]:
+    """(notebook, record name, parameters) for a full run of `names`. The teacher (00) runs when asked
+    or when its checkpoint is missing, preceded by its first stage when that checkpoint is missing too."""
+    steps = []
+    for name in names:
+        if name == "00_train_teacher":
+            if not (train_teacher or not (ROOT / "checkpoints" / "teacher_resnet50.pt").exists()):
+                continue
+            if train_teacher or not (ROOT / TEACHER_STAGE1[1]["checkpoint"]).exists():
+                steps.append(("00_train_teacher", *TEACHER_STAGE1))
+        steps.append((name, name, full_parameters()[name]))
+    return steps
 
 
 def run_notebook(name: str, output: Path, parameters: dict, cwd: Path | None = None) -> float:
@@ -58,12 +82,15 @@ def load_metrics(report_dir: Path = ROOT / "report") -> dict:
 def render_summary(m: dict) -> str:
     """The headline table, shared by report.md and the README."""
     teacher, kd_, scratch = m["teacher_evaluation"], m["student_kd"], m["student_scratch"]
+    int8 = m.get("deployment", {}).get("models", {}).get("student kd, ONNX int8")
+    int8_row = (f"| StudentNet, distilled, int8 ONNX ({int8['bytes'] / 1024:.0f} KB) | {int8['parameters']:,} | "
+                f"{pct(int8['test_accuracy'])} | — |\n") if int8 else ""
     return f"""| model | parameters | test accuracy | validation accuracy |
 |---|---:|---:|---:|
 | ResNet50 teacher | {teacher['parameters']:,} | {pct(teacher['test_accuracy'])} | {pct(teacher['val_accuracy'])} |
 | StudentNet, distilled (KD) | {kd_['run']['parameters']:,} | {pct(kd_['test_accuracy'])} | {pct(kd_['val_accuracy'])} |
 | StudentNet, from scratch | {scratch['run']['parameters']:,} | {pct(scratch['test_accuracy'])} | {pct(scratch['val_accuracy'])} |
-| homework report (KD), for reference | 95,386 | 93.93 % | — |
+{int8_row}| homework report (KD), for reference | 95,386 | 93.93 % | — |
 """
 
 
@@ -77,6 +104,73 @@ def readme_with_results(readme: str, m: dict) -> str:
     return f"{head}{README_START}\n{render_summary(m)}{README_END}{tail}"
 
 
+def render_cached_vs_online(m: dict) -> str:
+    """The section on cached against online teacher logits, when benchmarks/cached_vs_online.py has run."""
+    if "cached_vs_online" not in m:
+        return ""
+    c = m["cached_vs_online"]
+    by_epoch = lambda mode: ", ".join(pct(a) for a in c[mode]["val_accuracy"])  # noqa: E731
+    return f"""
+### Cached or online teacher logits
+
+A short KD run each (`{c['command']}`): the first {c['n_train']:,} training images, {c['epochs']} epochs, seed 0,
+T = {c['temperature']}, alpha = {c['alpha']}, the same augmentation; only the source of the soft targets differs.
+Validation accuracy by epoch (the test set is not used):
+
+| teacher logits | validation accuracy by epoch | best | time |
+|---|---|---:|---:|
+| cached (once per image and mirror image) | {by_epoch('cached')} | {pct(c['cached']['best_val_accuracy'])} | {c['cached']['seconds']:.0f} s |
+| online (every augmented batch) | {by_epoch('online')} | {pct(c['online']['best_val_accuracy'])} | {c['online']['seconds']:.0f} s |
+
+Cached minus online: {c['cached_minus_online_points']:+.2f} points of best validation accuracy.
+"""
+
+
+def render_deployment(m: dict) -> str:
+    """The int8 deployment section and the compression table, when 05_beyond_the_baseline has run."""
+    if "deployment" not in m:
+        return ""
+    d = m["deployment"]
+    rows = "\n".join(f"| {label} | {pct(r['test_accuracy'])} | {r['parameters']:,} | {r['mult_adds'] / 1e6:.2f}M | "
+                     f"{r['bytes'] / 1024:,.0f} KB | {r['latency_ms']:.2f} ms | {r['images_per_s']:,.0f} |"
+                     for label, r in d["models"].items())
+    drops = "; ".join(f"{label.split(',')[0]}: {r['drop_points']:+.2f} points" for label, r in d["models"].items()
+                      if "drop_points" in r)
+    figure = "![Test accuracy against parameters, multiply-adds, size and latency.](figures/compression_pareto.png)"
+    return f"""
+### Deployment: int8 ONNX and the compression table
+
+`05_beyond_the_baseline` exports the students to ONNX and quantises them to int8 with ONNX Runtime's
+static quantisation (QDQ, per-channel int8 weights, uint8 activations calibrated on {d['calibration_images']:,}
+training images). Test accuracy lost to int8 against the PyTorch float32 model: {drops}.
+Speed on this machine's CPU, {d['threads']} threads: latency at batch 1, throughput at batch 256 (images/s).
+
+| model | test accuracy | parameters | mult-adds | size on disk | latency | throughput |
+|---|---:|---:|---:|---:|---:|---:|
+{rows}
+
+{figure}
+
+*Test accuracy against parameters, multiply-adds, size on disk and latency (log scales).*
+"""
+
+
+def render_html(markdown: str, report_dir: Path = ROOT / "report") -> str:
+    """A self-contained HTML page of report.md: the figures inlined as base64 PNG, no external files."""
+    import base64
+    import re
+    import mistune
+    inline = lambda match: (f"](data:image/png;base64,"  # noqa: E731
+                            f"{base64.b64encode((report_dir / 'figures' / match.group(1)).read_bytes()).decode()})")
+    body = mistune.create_markdown(plugins=["table"])(re.sub(r"\]\(figures/([\w-]+\.png)\)", inline, markdown))
+    style = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
+             "img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem}"
+             "pre{background:#f6f6f6;padding:.5rem;overflow-x:auto}")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>Knowledge distillation on Fashion-MNIST</title><style>{style}</style></head>\n"
+            f"<body>\n{body}</body></html>\n")
+
+
 def render_report(report_dir: Path = ROOT / "report") -> str:
     """report.md from the metrics JSON files: every number in it is read from report/metrics/."""
     m = load_metrics(report_dir)
@@ -84,11 +178,12 @@ def render_report(report_dir: Path = ROOT / "report") -> str:
     design, data, runtimes = m["student_design"], m["data"], m.get("runtimes", {})
     cfg = kd_["run"]["config"]
     aug = kd_["run"]["augmentation"]
-    tmeta = teacher["teacher_meta"]
+    tmeta, stage1 = teacher["teacher_meta"], m["teacher_training_default_stem"]
     figure = lambda name, caption: f"![{caption}](figures/{name}.png)\n\n*{caption}*\n"
     times = "\n".join(f"| run of notebook `{name}` | {seconds / 60:.1f} min |"
                       for name, seconds in runtimes.get("seconds", {}).items())
-    times = (f"| training the teacher, {tmeta['epochs']} epochs (`00`) | {tmeta['train_seconds'] / 60:.0f} min |\n"
+    times = (f"| training the teacher, stage 1, {stage1['run']['epochs']} epochs (`00`) | {stage1['run']['train_seconds'] / 60:.0f} min |\n"
+             f"| training the teacher, stage 2, {tmeta['epochs']} epochs (`00`) | {tmeta['train_seconds'] / 60:.0f} min |\n"
              f"| training the KD student, {cfg['epochs']} epochs (`04`) | {kd_['run']['train_seconds'] / 60:.0f} min |\n"
              f"| training the scratch student, {scratch['run']['config']['epochs']} epochs (`04`) | "
              f"{scratch['run']['train_seconds'] / 60:.0f} min |\n{times}")
@@ -122,9 +217,15 @@ and normalised with the training split's mean {data['pixel_statistics']['mean']:
 translation ±{100 * aug['translate']:.0f} %; scale {aug['scale'][0]}-{aug['scale'][1]}.
 
 **Teacher.** torchvision's ResNet50 with a 10-class head ({teacher['parameters']:,} parameters), trained by
-`00_train_teacher` for {tmeta['epochs']} epochs (SGD with Nesterov momentum, one-cycle learning rate, peak {tmeta['config']['lr']},
-weight decay {tmeta['config']['weight_decay']}, batch {tmeta['config']['batch_size']}) in {tmeta['train_seconds'] / 60:.0f} min on the CPU;
-the epoch kept ({tmeta['best_epoch']}) has the best validation accuracy. Shipped in float16.
+`00_train_teacher` on the CPU in two stages, each keeping the epoch with the best validation accuracy
+(SGD with Nesterov momentum, one-cycle learning rate, weight decay {tmeta['config']['weight_decay']}, batch {tmeta['config']['batch_size']}):
+
+1. torchvision's default stem (7×7 stride-2 convolution and max-pool, which leave 7×7 maps for layer1 at 28×28),
+   {stage1['run']['epochs']} epochs from random weights, peak learning rate {stage1['run']['config']['lr']}, {stage1['run']['train_seconds'] / 60:.0f} min:
+   validation {pct(stage1['val_accuracy'])}, test {pct(stage1['test_accuracy'])};
+2. the first convolution's stride set to 1 ({tmeta['stem']}; no weight changes shape), initialised from stage 1
+   and fine-tuned for {tmeta['epochs']} epochs, peak learning rate {tmeta['config']['lr']}, {tmeta['train_seconds'] / 60:.0f} min (kept epoch {tmeta['best_epoch']}):
+   validation {pct(tmeta['val_accuracy'])}, test {pct(tmeta['test_accuracy'])}. This is the shipped teacher, stored in float16.
 
 **Student.** The homework's `StudentNet`: 3 conv + 2 FC layers, {kd_['run']['parameters']:,} parameters,
 {design['models']['StudentNet']['mult_adds'] / 1e6:.2f}M multiply-adds (its torchinfo summary, printed by `03_student_design`,
@@ -173,7 +274,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-
+{render_cached_vs_online(m)}{render_deployment(m)}
 ## Reproduction
 
 ```bash
@@ -203,31 +304,36 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", choices=["quick", "full"], default="quick")
     parser.add_argument("--train-teacher", action="store_true", help="retrain the teacher even if it is shipped")
     parser.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run just these notebooks")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run no notebook: rewrite report.md, report.html and the README's results from report/metrics")
     args = parser.parse_args(argv)
+    names = [] if args.report_only else (args.only or NOTEBOOKS)
+    if args.report_only:
+        args.profile = "full"
     if args.profile == "quick":
         out = ROOT / "report" / "quick"
-        parameters, executed = quick_parameters(out), out / "executed"
+        steps, executed = [(n, n, quick_parameters(out)[n]) for n in names], out / "executed"
     else:
-        parameters, executed = full_parameters(), ROOT / "report" / "executed"
-    names = args.only or [n for n in NOTEBOOKS if n != "00_train_teacher" or args.profile == "quick" or args.train_teacher
-                          or not (ROOT / "checkpoints" / "teacher_resnet50.pt").exists()]
+        steps, executed = full_steps(names, args.train_teacher), ROOT / "report" / "executed"
     import kd_helpers as kd
     runtimes_path = (ROOT / "report" / "metrics" / "runtimes.json") if args.profile == "full" else None
-    for name in names:
-        print(f"[{args.profile}] {name} ...", flush=True)
-        seconds = run_notebook(name, executed / f"{name}.ipynb", parameters[name])
-        print(f"[{args.profile}] {name} done in {seconds / 60:.1f} min -> {executed / f'{name}.ipynb'}", flush=True)
+    for name, record, parameters in steps:
+        print(f"[{args.profile}] {record} ...", flush=True)
+        seconds = run_notebook(name, executed / f"{record}.ipynb", parameters)
+        print(f"[{args.profile}] {record} done in {seconds / 60:.1f} min -> {executed / f'{record}.ipynb'}", flush=True)
         if runtimes_path:
             import json
             runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() else {"seconds": {}}
-            runtimes["seconds"][name] = round(seconds, 1)
+            runtimes["seconds"][record] = round(seconds, 1)
             runtimes["run"] = kd.run_info()
             kd.write_json(runtimes, runtimes_path)
     if args.profile == "full":
-        (ROOT / "report" / "report.md").write_text(render_report())
+        report = render_report()
+        (ROOT / "report" / "report.md").write_text(report)
+        (ROOT / "report" / "report.html").write_text(render_html(report))
         readme = ROOT / "README.md"
         readme.write_text(readme_with_results(readme.read_text(), load_metrics()))
-        print("report/report.md and the README's results written")
+        print("report/report.md, report/report.html and the README's results written")
     return 0
 
 

@@ -7,6 +7,7 @@
     normalise) in a DataLoader, the ResNet50 teacher run on every augmented batch;
 (b) project loop, online teacher: in-memory uint8 tensors, batched augmentation on tensors;
 (c) project loop, cached teacher logits (kd.teacher_logits_cache).
+(b) and (c) train through kd.compiled(student) (torch.compile) unless --no-compile.
 All three train the same StudentNet with distillation_loss, batch 128, on the same images.
 Inference: student and teacher, latency at batch 1 and throughput at batch 256.
 """
@@ -61,17 +62,19 @@ def conventional(data, teacher, batches, warmup, workers):
     return seen / (time.perf_counter() - start)
 
 
-def project_loop(data, teacher, batches, warmup, cached_logits=None):
+def project_loop(data, teacher, batches, warmup, cached_logits=None, compile=True):
+    student = kd.StudentNet().to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(student.parameters(), 1e-3)
+    forward = kd.compiled(student) if compile else student
+
     def run(n):
-        student = kd.StudentNet().to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(student.parameters(), 1e-3)
         start = time.perf_counter()
         kd.train_one_epoch(student, data["train_images"], data["train_labels"], data["normalize"], optimizer=opt,
                            batch_size=128, generator=torch.Generator().manual_seed(0), augmentation=AUG,
                            teacher=None if cached_logits is not None else teacher, teacher_logits=cached_logits,
-                           max_batches=n)
+                           max_batches=n, forward=forward)
         return time.perf_counter() - start
-    run(warmup)
+    run(warmup)  # includes compiling
     return batches * 128 / run(batches)
 
 
@@ -93,13 +96,14 @@ def main(argv=None):
     parser.add_argument("--teacher", default="checkpoints/teacher_resnet50.pt")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional pipeline")
     parser.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads (default: PyTorch's choice)")
+    parser.add_argument("--no-compile", action="store_true", help="run the project's loop eagerly (no torch.compile)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     batches, warmup, repeats = (3, 1, 2) if args.tiny else (60, 5, 50)
     torch.manual_seed(0)
     data = kd.fashion_mnist_splits()
-    teacher, _ = kd.load_checkpoint(kd.project_path(args.teacher))
+    teacher, teacher_meta = kd.load_checkpoint(kd.project_path(args.teacher))
     teacher = teacher.to(memory_format=torch.channels_last)
     n_cache = 128 * (batches + warmup)
     cached = kd.predict(teacher, data["train_images"][:n_cache], data["normalize"])
@@ -107,10 +111,12 @@ def main(argv=None):
     small = {**data, "train_images": data["train_images"][:n_cache], "train_labels": data["train_labels"][:n_cache]}
 
     rows = {"(a) conventional: PIL transforms + DataLoader, online teacher": conventional(data, teacher, batches, warmup, args.workers),
-            "(b) project loop, online teacher": project_loop(small, teacher, batches, warmup),
-            "(c) project loop, cached teacher logits": project_loop(small, teacher, batches, warmup, cached)}
+            "(b) project loop, online teacher": project_loop(small, teacher, batches, warmup, compile=not args.no_compile),
+            "(c) project loop, cached teacher logits": project_loop(small, teacher, batches, warmup, cached,
+                                                                    compile=not args.no_compile)}
     base = rows["(a) conventional: PIL transforms + DataLoader, online teacher"]
-    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {batches} batches of 128 after {warmup} warm-up",
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {batches} batches of 128 after {warmup} warm-up, "
+             f"project loop {'eager' if args.no_compile else 'compiled (torch.compile)'}, teacher {teacher_meta['arch']}",
              "", "| distillation training | images/s | vs (a) |", "|---|---:|---:|"]
     lines += [f"| {name} | {speed:,.0f} | {speed / base:.1f}x |" for name, speed in rows.items()]
     lines += ["", "| inference | latency, batch 1 (ms) | throughput, batch 256 (images/s) |", "|---|---:|---:|"]

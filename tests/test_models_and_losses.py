@@ -31,6 +31,18 @@ def test_teacher_state_dict_loads_into_torchvision_resnet50():
     assert teacher(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
 
 
+def test_stride1_teacher_keeps_torchvision_shapes_and_doubles_the_resolution():
+    import torchvision
+    teacher = kd.build_model("resnet50_stride1")
+    reference = torchvision.models.resnet50(num_classes=10)
+    reference.load_state_dict(teacher.state_dict())  # same keys and shapes
+    assert teacher.conv1.stride == (1, 1) and reference.conv1.stride == (2, 2)
+    x = torch.zeros(2, 3, 28, 28)
+    layer1 = lambda m: m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x)))))
+    assert layer1(teacher).shape[-1] == 14 and layer1(reference).shape[-1] == 7
+    assert teacher(x).shape == (2, 10)
+
+
 def test_unknown_model_name_is_refused():
     with pytest.raises(ValueError, match="unknown model 'resnet18'.*student_net"):
         kd.build_model("resnet18")

@@ -45,12 +45,20 @@ def test_invalid_parameter_stops_the_notebook(tmp_path):
         reproduce.run_notebook("04_distillation", tmp_path / "out.ipynb", {"alpha": 1.5, "run_dir": str(tmp_path)})
 
 
-def test_throughput_benchmark_runs_tiny(capsys):
+def test_throughput_benchmark_runs_tiny(capsys, monkeypatch):
     import runpy
-    import sys
     from pathlib import Path
     root = Path(reproduce.__file__).parent
-    sys.argv = ["kd_throughput.py", "--tiny", "--workers", "0"]
+    monkeypatch.setattr("sys.argv", ["kd_throughput.py", "--tiny", "--workers", "0"])
     runpy.run_path(str(root / "benchmarks" / "kd_throughput.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "(c) project loop, cached teacher logits" in out and "teacher (ResNet50)" in out
+
+
+def test_cached_vs_online_comparison_runs_tiny():
+    import runpy
+    from pathlib import Path
+    script = runpy.run_path(str(Path(reproduce.__file__).parent / "benchmarks" / "cached_vs_online.py"))
+    record = script["main"](["--tiny"])
+    assert set(record) >= {"cached", "online", "cached_minus_online_points"}
+    assert all(0 <= record[m]["best_val_accuracy"] <= 1 for m in ("cached", "online"))

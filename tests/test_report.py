@@ -18,7 +18,7 @@ def test_report_is_exactly_what_the_metrics_render():
 
 def test_headline_numbers_come_from_the_metrics():
     text = (REPORT / "report.md").read_text()
-    for name in ("student_kd", "student_scratch", "teacher_evaluation"):
+    for name in ("student_kd", "student_scratch", "teacher_evaluation", "teacher_training_default_stem"):
         accuracy = json.loads((REPORT / "metrics" / f"{name}.json").read_text())["test_accuracy"]
         assert f"{100 * accuracy:.2f} %" in text
 
@@ -32,3 +32,20 @@ def test_readme_results_are_the_metrics_summary():
     readme = (Path(reproduce.ROOT) / "README.md").read_text()
     assert readme == reproduce.readme_with_results(readme, reproduce.load_metrics(REPORT)), \
         "README's results block differs from report/metrics: regenerate it with reproduce.py --profile full"
+
+
+def test_html_report_is_self_contained_and_current():
+    html = (REPORT / "report.html").read_text()
+    assert html == reproduce.render_html((REPORT / "report.md").read_text(), REPORT), \
+        "report/report.html differs from report.md: regenerate it with reproduce.py --profile full"
+    assert 'src="figures/' not in html and html.count('src="data:image/png;base64,') == \
+        len(re.findall(r"\(figures/[\w-]+\.png\)", (REPORT / "report.md").read_text()))
+
+
+def test_every_metrics_number_of_the_deployment_table_is_in_the_report():
+    deployment = REPORT / "metrics" / "deployment.json"
+    if not deployment.exists():
+        pytest.skip("05_beyond_the_baseline has not run")
+    text = (REPORT / "report.md").read_text()
+    for label, row in json.loads(deployment.read_text())["models"].items():
+        assert f"| {label} | {100 * row['test_accuracy']:.2f} % |" in text

@@ -86,6 +86,34 @@ def test_distillation_with_cached_logits_learns(small_data):
     assert online["history"][0]["train_loss"] > 0
 
 
+def test_compiled_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    model = kd.StudentNet().eval()
+    x = torch.randn(4, 3, 28, 28)
+
+    def broken_at_first_call(module):
+        def call(_):
+            raise RuntimeError("InductorError: no C++ compiler found")
+        return call
+    monkeypatch.setattr(torch, "compile", broken_at_first_call)
+    forward = kd.compiled(model)
+    with pytest.warns(UserWarning, match="torch.compile is unavailable here.*no C\\+\\+ compiler"):
+        out = forward(x)
+    assert torch.equal(out, model(x))
+
+    def broken_at_once(module):
+        raise RuntimeError("Windows not yet supported for torch.compile")
+    monkeypatch.setattr(torch, "compile", broken_at_once)
+    with pytest.warns(UserWarning, match="Windows not yet supported"):
+        assert kd.compiled(model) is model
+
+
+def test_compiled_does_not_hide_a_real_error(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda module: module)  # "compiles" to the model itself
+    forward = kd.compiled(kd.StudentNet())
+    with pytest.raises(RuntimeError):
+        forward(torch.randn(2, 1, 5, 5))  # wrong input: fails eagerly too
+
+
 def test_checkpoint_round_trip_in_float16(tmp_path):
     model = kd.StudentNet().eval()
     path = tmp_path / "student.pt"

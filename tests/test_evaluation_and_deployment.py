@@ -1,0 +1,66 @@
+"""Evaluation helpers on hand-made cases, and the ONNX / int8 deployment path on a small student."""
+import math
+
+import pytest
+import torch
+
+import kd_helpers as kd
+
+
+def test_confusion_matrix_per_class_accuracy_and_confused_pairs():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 1, 0])
+    logits = torch.nn.functional.one_hot(predicted, 3).float()
+    confusion = kd.confusion_matrix(logits, labels, num_classes=3)
+    assert confusion.tolist() == [[1, 2, 0], [0, 2, 0], [1, 0, 0]]
+    assert kd.per_class_accuracy(confusion)[:2] == pytest.approx([1 / 3, 1.0])
+    assert kd.most_confused_pairs(confusion, 2) == [(0, 1, 2), (2, 0, 1)]
+
+
+def test_confused_examples_fill_one_row_per_pair():
+    images = torch.arange(6, dtype=torch.uint8).view(6, 1, 1).expand(6, 28, 28)
+    labels, predicted = torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([1, 1, 0, 1, 1, 0])
+    rows, titles = kd.confused_examples(images, labels, predicted, [(0, 1, 2), (2, 0, 1)], per_pair=3)
+    assert rows.shape == (6, 28, 28) and rows[:, 0, 0].tolist() == [0, 1, 0, 5, 0, 0]
+    assert titles == ["T-shirt->Trouser"] * 2 + [""] + ["Pullove->T-shirt"] + [""] * 2
+
+
+def test_expected_calibration_error_of_calibrated_and_overconfident_models():
+    labels = torch.zeros(100, dtype=torch.long)
+    confident_and_right = torch.tensor([[20.0, 0.0]]).repeat(100, 1)
+    assert kd.expected_calibration_error(confident_and_right, labels)["ece"] < 1e-6
+    half_wrong = confident_and_right.clone()
+    half_wrong[50:] = torch.tensor([0.0, 20.0])  # confident and wrong on half: accuracy 0.5, confidence ~1
+    assert math.isclose(kd.expected_calibration_error(half_wrong, labels)["ece"], 0.5, abs_tol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained_student(small_data):
+    torch.manual_seed(0)
+    student = kd.StudentNet()
+    kd.fit(student, small_data, epochs=2, batch_size=64, augmentation={})
+    return student.eval()
+
+
+def test_onnx_export_and_int8_quantisation_keep_the_predictions(trained_student, small_data, tmp_path):
+    images, normalize = small_data["test_images"], small_data["normalize"]
+    reference = kd.predict(trained_student, images, normalize)
+    fp32 = kd.export_onnx(trained_student, tmp_path / "student.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["student.onnx"], "the ONNX file must be self-contained"
+    exported = kd.onnx_predict(kd.onnx_session(fp32), images, normalize, batch_size=100)
+    assert torch.allclose(exported, reference, atol=1e-4)
+    calibration = kd.to_model_input(small_data["train_images"][:256], normalize)
+    int8 = kd.quantize_int8(fp32, tmp_path / "int8" / "student_int8.onnx", calibration)
+    assert int8.stat().st_size < fp32.stat().st_size / 3
+    quantised = kd.onnx_predict(kd.onnx_session(int8), images, normalize)
+    agreement = (quantised.argmax(1) == reference.argmax(1)).float().mean().item()
+    assert agreement > 0.95
+    digest = kd.write_sha256(int8)
+    assert (tmp_path / "int8" / "student_int8.onnx.sha256").read_text() == f"{digest}  student_int8.onnx\n"
+
+
+def test_inference_speed_of_a_model_and_of_a_session(trained_student, tmp_path):
+    for runner in (trained_student, kd.onnx_session(kd.export_onnx(trained_student, tmp_path / "s.onnx"))):
+        speed = kd.inference_speed(runner, 8, repeats=2)
+        assert speed["batch_size"] == 8 and speed["latency_ms"] > 0
+        assert math.isclose(speed["images_per_s"], 8 / (speed["latency_ms"] / 1000))
