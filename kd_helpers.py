@@ -3,7 +3,7 @@
 Sections, in the order data flows through them:
     1. data        find, verify and load the IDX files; split; normalise; batched augmentation
     2. models      StudentNet (the homework's), the ResNet50 teacher, build_model(arch)
-    3. losses      distillation_loss (Hinton et al., 2015)
+    3. losses      distillation_loss (Hinton et al., 2015), decoupled_kd_loss (Zhao et al., 2022)
     4. training    train_one_epoch (optionally compiled), fit (resumable, atomic checkpoints), logit cache
     5. evaluation  predict, evaluate, confusion matrix, calibration
     6. artefacts   checkpoints (weights_only), metrics JSON, run info, parameter checks
@@ -316,6 +316,31 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
     return alpha * T * T * kl + (1 - alpha) * F.cross_entropy(student_logits, labels)
 
 
+def decoupled_kd_loss(student_logits, teacher_logits, labels, temperature: float = 4.0, alpha: float = 1.0,
+                      beta: float = 8.0):
+    """Decoupled knowledge distillation (Zhao, Cui, Song, Qiu and Liang, CVPR 2022):
+
+        CE(s, y) + alpha * T^2 * TCKD + beta * T^2 * NCKD
+
+    TCKD = KL(b_t || b_s), b = (p_y, 1 - p_y): how sure each model is of the target class;
+    NCKD = KL(q_t || q_s), q = softmax over the non-target classes only: the "dark knowledge".
+    Classic KD's KL equals TCKD + (1 - p_y^t) * NCKD, which damps NCKD exactly where the teacher is
+    confident; DKD weighs the two parts freely. Both averaged over the batch.
+    """
+    T = temperature
+    n, classes = student_logits.shape
+    target = F.one_hot(labels, classes).bool()
+
+    def binary(log_p):  # log (p_y, 1 - p_y)
+        rest = torch.logsumexp(log_p.masked_fill(target, float("-inf")), dim=1)
+        return torch.stack([log_p[target], rest], dim=1)
+    log_p_s, log_p_t = F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1)
+    tckd = F.kl_div(binary(log_p_s), binary(log_p_t), reduction="batchmean", log_target=True)
+    non_target = lambda logits: F.log_softmax(logits[~target].view(n, classes - 1) / T, dim=1)  # noqa: E731
+    nckd = F.kl_div(non_target(student_logits), non_target(teacher_logits), reduction="batchmean", log_target=True)
+    return F.cross_entropy(student_logits, labels) + T * T * (alpha * tckd + beta * nckd)
+
+
 # ---------------------------------------------------------------------------- 4. training
 
 def default_device(name: str = "auto") -> torch.device:
@@ -364,13 +389,18 @@ def compiled(model: nn.Module):
 
 
 def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, generator, augmentation,
-                    epoch=0, teacher=None, teacher_logits=None, temperature=4.0, alpha=0.9,
+                    epoch=0, teacher=None, teacher_logits=None, temperature=4.0, alpha=0.9, method="kd", beta=8.0,
                     lr_at=None, max_batches=None, progress=False, forward=None):
     """One pass over (images, labels), uint8 on the model's device. With a `teacher` module or cached
     `teacher_logits` (2, N, C: for each image and its mirror image, aligned with `images`), the loss is
-    `distillation_loss`; otherwise cross-entropy. `lr_at(step)` sets the learning rate per batch;
+    `distillation_loss` (method "kd") or `decoupled_kd_loss` (method "dkd", alpha and beta weighing
+    its two parts); otherwise cross-entropy. `lr_at(step)` sets the learning rate per batch;
     `forward` replaces `model` for the training forward pass (e.g. `compiled(model)`).
     Returns mean loss and accuracy on the augmented training batches."""
+    if method not in ("kd", "dkd"):
+        raise ValueError(f"unknown distillation method {method!r}; choose kd or dkd")
+    distill = ((lambda s, t, y: decoupled_kd_loss(s, t, y, temperature, alpha, beta)) if method == "dkd"
+               else (lambda s, t, y: distillation_loss(s, t, y, temperature, alpha)))
     model.train()
     forward = model if forward is None else forward
     device = next(model.parameters()).device
@@ -389,10 +419,10 @@ def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, 
         if teacher is not None:
             with torch.no_grad():
                 soft = teacher(x).float()
-            loss = distillation_loss(logits, soft, y, temperature, alpha)
+            loss = distill(logits, soft, y)
         elif teacher_logits is not None:
             soft = teacher_logits[flipped.long().cpu(), idx.cpu()].to(device).float()
-            loss = distillation_loss(logits, soft, y, temperature, alpha)
+            loss = distill(logits, soft, y)
         else:
             loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
@@ -426,8 +456,8 @@ def one_cycle(peak_lr: float, total_steps: int, warmup: float = 0.15):
 
 def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=0.0,
         schedule="plateau", factor=0.5, patience=3, augmentation=None, teacher=None, teacher_logits=None,
-        temperature=4.0, alpha=0.9, seed=0, checkpoint=None, log_file=None, max_batches=None,
-        progress=False, config=None, compile=False) -> dict:
+        temperature=4.0, alpha=0.9, method="kd", beta=8.0, seed=0, checkpoint=None, log_file=None,
+        max_batches=None, progress=False, config=None, compile=False) -> dict:
     """Train `model` on data["train_*"], choose the epoch with the best validation accuracy.
 
     schedule: 'plateau' (ReduceLROnPlateau on validation loss, `factor`, `patience`) or 'one_cycle'.
@@ -473,7 +503,7 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
         train_loss, train_acc = train_one_epoch(
             model, train_x, train_y, normalize, optimizer=opt, batch_size=batch_size, generator=generator,
             augmentation=augmentation, epoch=epoch, teacher=teacher, teacher_logits=teacher_logits,
-            temperature=temperature, alpha=alpha, lr_at=lr_at,
+            temperature=temperature, alpha=alpha, method=method, beta=beta, lr_at=lr_at,
             max_batches=max_batches, progress=progress, forward=forward)
         val = evaluate(model, data["val_images"], data["val_labels"], normalize)
         current_lr = opt.param_groups[0]["lr"]
@@ -839,6 +869,27 @@ def plot_per_class_accuracy(series: dict):
     ax.set_ylim(60, 100)
     ax.set_ylabel("test accuracy (%)")
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_heatmap(values, row_labels, col_labels, row_title: str, col_title: str, title: str = ""):
+    """A grid of numbers (e.g. validation accuracy in %) as a heatmap with each value written in its cell."""
+    import matplotlib.pyplot as plt
+    values = torch.as_tensor(values, dtype=torch.float64)
+    fig, ax = plt.subplots(figsize=(1.2 * len(col_labels) + 2.5, 0.8 * len(row_labels) + 1.8))
+    image = ax.imshow(values, cmap="viridis")
+    ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels])
+    ax.set_yticks(range(len(row_labels)), [str(r) for r in row_labels])
+    ax.set_xlabel(col_title)
+    ax.set_ylabel(row_title)
+    middle = (values.max() + values.min()) / 2
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center",
+                    color="black" if values[i, j] > middle else "white")
+    fig.colorbar(image, ax=ax)
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 

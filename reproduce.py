@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 NOTEBOOKS = ["00_train_teacher", "01_data_exploration", "02_teacher_evaluation", "03_student_design",
-             "04_distillation", "05_beyond_the_baseline"]
+             "04_distillation", "05_beyond_the_baseline", "06_kd_variants"]
 KERNEL = "kd-fashion"
 
 
@@ -33,6 +33,8 @@ def quick_parameters(out: Path) -> dict[str, dict]:
                             "checkpoint_dir": str(out / "checkpoints"), "run_dir": str(out / "runs")},
         "05_beyond_the_baseline": {**common, "n_test": 500, "repeats": 3, "calibration_images": 200,
                                    "int8_dir": str(out / "checkpoints"), "run_dir": str(out / "runs")},
+        "06_kd_variants": {**common, "temperatures": [4.0], "alphas": [0.5], "epochs": 1, "n_train": 512,
+                           "run_dir": str(out / "runs")},
     }
 
 
@@ -126,6 +128,30 @@ Cached minus online: {c['cached_minus_online_points']:+.2f} points of best valid
 """
 
 
+def render_sweep(m: dict) -> str:
+    """The temperature x alpha grid and DKD, when 06_kd_variants has run (validation accuracy only)."""
+    if "kd_sweep" not in m:
+        return ""
+    w = m["kd_sweep"]
+    figure = "![Validation accuracy of KD over temperature and alpha.](figures/kd_temperature_alpha_sweep.png)"
+    return f"""
+### Temperature × alpha, and decoupled KD (validation, short budget)
+
+`06_kd_variants` trains the homework's student for {w['epochs']} epochs per setting (same seed, cached logits,
+{w['n_train']:,} training images) and reports the best validation accuracy; the test set is not used.
+
+| run | validation accuracy |
+|---|---:|
+| from scratch | {pct(w['scratch_val_accuracy'])} |
+| best classic KD: T = {w['best']['temperature']:g}, alpha = {w['best']['alpha']:g} | {pct(w['best']['val_accuracy'])} |
+| DKD (Zhao et al., 2022): T = {w['dkd']['temperature']:g}, alpha = {w['dkd']['alpha']:g}, beta = {w['dkd']['beta']:g} | {pct(w['dkd']['val_accuracy'])} |
+
+{figure}
+
+*Validation accuracy (%) of classic KD after {w['epochs']} epochs, by temperature (rows) and alpha (columns).*
+"""
+
+
 def render_deployment(m: dict) -> str:
     """The int8 deployment section and the compression table, when 05_beyond_the_baseline has run."""
     if "deployment" not in m:
@@ -180,6 +206,8 @@ def render_report(report_dir: Path = ROOT / "report") -> str:
     aug = kd_["run"]["augmentation"]
     tmeta, stage1 = teacher["teacher_meta"], m["teacher_training_default_stem"]
     figure = lambda name, caption: f"![{caption}](figures/{name}.png)\n\n*{caption}*\n"
+    dkd_reference = ("- B. Zhao, Q. Cui, R. Song, Y. Qiu, J. Liang. Decoupled knowledge distillation. CVPR 2022.\n"
+                     if "kd_sweep" in m else "")
     times = "\n".join(f"| run of notebook `{name}` | {seconds / 60:.1f} min |"
                       for name, seconds in runtimes.get("seconds", {}).items())
     times = (f"| training the teacher, stage 1, {stage1['run']['epochs']} epochs (`00`) | {stage1['run']['train_seconds'] / 60:.0f} min |\n"
@@ -274,7 +302,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-{render_cached_vs_online(m)}{render_deployment(m)}
+{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}
 ## Reproduction
 
 ```bash
@@ -295,7 +323,7 @@ takes minutes; the training times are those of the runs that made the checkpoint
 - G. Hinton, O. Vinyals, J. Dean. Distilling the knowledge in a neural network. arXiv:1503.02531, 2015.
 - K. He, X. Zhang, S. Ren, J. Sun. Deep residual learning for image recognition. CVPR 2016.
 - C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger. On calibration of modern neural networks. ICML 2017.
-"""
+{dkd_reference}"""
     return lines
 
 

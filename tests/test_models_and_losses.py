@@ -68,3 +68,22 @@ def test_distillation_loss_limits():
     assert kd.distillation_loss(s, t, y, 3.0, 0.0).item() == pytest.approx(F.cross_entropy(s, y).item())
     assert kd.distillation_loss(s, s, y, 3.0, 1.0).item() == pytest.approx(0.0, abs=1e-6)
     assert kd.distillation_loss(s, t, y, 3.0, 1.0).item() > 0
+
+
+def test_decoupled_kd_splits_classic_kd_into_its_two_parts():
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        s, t, y, T = torch.randn(1, 10, generator=g), torch.randn(1, 10, generator=g), torch.randint(0, 10, (1,), generator=g), 3.0
+        ce = F.cross_entropy(s, y).item()
+        tckd = kd.decoupled_kd_loss(s, t, y, T, alpha=1.0, beta=0.0).item() - ce
+        nckd = kd.decoupled_kd_loss(s, t, y, T, alpha=0.0, beta=1.0).item() - ce
+        kl = (kd.distillation_loss(s, t, y, T, alpha=1.0).item())  # T^2 * KL
+        p_target = torch.softmax(t / T, 1)[0, y].item()
+        assert kl == pytest.approx(tckd + (1 - p_target) * nckd, rel=1e-4, abs=1e-6)
+        assert tckd >= -1e-6 and nckd >= -1e-6
+
+
+def test_decoupled_kd_of_identical_logits_is_cross_entropy():
+    g = torch.Generator().manual_seed(2)
+    s, y = torch.randn(8, 10, generator=g), torch.randint(0, 10, (8,), generator=g)
+    assert kd.decoupled_kd_loss(s, s, y).item() == pytest.approx(F.cross_entropy(s, y).item(), abs=1e-6)
