@@ -896,20 +896,27 @@ def plot_heatmap(values, row_labels, col_labels, row_title: str, col_title: str,
 
 def plot_pareto(rows: dict):
     """Test accuracy against parameters, multiply-adds, size on disk and latency, one point per model
-    (rows: label -> dict with test_accuracy, parameters, mult_adds, bytes, latency_ms); log x axes."""
+    (rows: "model, format" -> dict with test_accuracy, parameters, mult_adds, bytes, latency_ms): one
+    colour per model, one marker per format, log x axes."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     axes_spec = (("parameters", "parameters", 1), ("mult_adds", "multiply-adds per image", 1),
                  ("bytes", "size on disk (KB)", 1 / 1024), ("latency_ms", "latency at batch 1 (ms)", 1))
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4), sharey=True)
+    models = list(dict.fromkeys(label.split(",")[0] for label in rows))
+    formats = list(dict.fromkeys(label.split(",", 1)[-1].strip() for label in rows))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.6), sharey=True)
     for ax, (key, title, scale) in zip(axes, axes_spec):
-        for i, (label, r) in enumerate(rows.items()):
-            ax.scatter(r[key] * scale, 100 * r["test_accuracy"], color=f"C{i}", label=label, s=40)
+        for label, r in rows.items():
+            model, fmt = label.split(",")[0], label.split(",", 1)[-1].strip()
+            ax.scatter(r[key] * scale, 100 * r["test_accuracy"], color=f"C{models.index(model)}",
+                       marker="osD^v"[formats.index(fmt) % 5], s=50, alpha=0.8, label=label)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(title)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
-    axes[-1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(4, len(rows)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
