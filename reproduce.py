@@ -152,6 +152,37 @@ def render_sweep(m: dict) -> str:
 """
 
 
+def render_speed(m: dict) -> str:
+    """The throughput benchmark, and the KD student's epoch times in 04 set against it."""
+    if "benchmark" not in m:
+        return ""
+    b, kd_ = m["benchmark"], m["student_kd"]
+    speeds = b["training_images_per_s"]
+    base = next(iter(speeds.values()))
+    rows = "\n".join(f"| {name} | {v:,.0f} | {v / base:.1f}x |" for name, v in speeds.items())
+    inference = "\n".join(f"| {name} | {r['latency_ms']:.2f} ms | {r['images_per_s']:,.0f} |" for name, r in b["inference"].items())
+    seconds = sorted(h["seconds"] for h in kd_["history"])
+    median = seconds[len(seconds) // 2]
+    return f"""
+### Speed
+
+`{b['command']}` on {b['date']} ({b['threads']} threads, teacher `{b['teacher_arch']}`, project loop
+{'compiled' if b['compiled'] else 'eager'}), images/s of distillation training:
+
+| pipeline | images/s | vs (a) |
+|---|---:|---:|
+{rows}
+
+| inference (PyTorch float32) | latency, batch 1 | throughput, batch 256 (images/s) |
+|---|---:|---:|
+{inference}
+
+The distilled student's epochs in `04` took {median:.0f} s (median of {len(seconds)}), i.e.
+{kd_['run']['n_train'] / median:,.0f} training images/s including each epoch's validation pass, against (c)'s
+{speeds[list(speeds)[-1]]:,.0f} images/s in the benchmark.
+"""
+
+
 def render_deployment(m: dict) -> str:
     """The int8 deployment section and the compression table, when 05_beyond_the_baseline has run."""
     if "deployment" not in m:
@@ -302,7 +333,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}
+{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}
 ## Reproduction
 
 ```bash

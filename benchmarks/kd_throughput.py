@@ -23,6 +23,7 @@ from PIL import Image
 import kd_helpers as kd
 
 AUG = {"flip": True, "degrees": 0.0, "translate": 0.07, "scale": (1.0, 1.0)}
+CACHED = "(c) project loop, cached teacher logits"
 
 
 class PILFashionMNIST(torch.utils.data.Dataset):
@@ -78,18 +79,6 @@ def project_loop(data, teacher, batches, warmup, cached_logits=None, compile=Tru
     return batches * 128 / run(batches)
 
 
-@torch.no_grad()
-def inference(model, batch, repeats):
-    model.eval()
-    x = torch.randn(batch, 3, 28, 28)
-    model(x)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        model(x)
-    seconds = (time.perf_counter() - start) / repeats
-    return seconds, batch / seconds
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a few batches only (the test suite's smoke run)")
@@ -112,24 +101,30 @@ def main(argv=None):
 
     rows = {"(a) conventional: PIL transforms + DataLoader, online teacher": conventional(data, teacher, batches, warmup, args.workers),
             "(b) project loop, online teacher": project_loop(small, teacher, batches, warmup, compile=not args.no_compile),
-            "(c) project loop, cached teacher logits": project_loop(small, teacher, batches, warmup, cached,
-                                                                    compile=not args.no_compile)}
+            CACHED: project_loop(small, teacher, batches, warmup, cached, compile=not args.no_compile)}
     base = rows["(a) conventional: PIL transforms + DataLoader, online teacher"]
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {batches} batches of 128 after {warmup} warm-up, "
              f"project loop {'eager' if args.no_compile else 'compiled (torch.compile)'}, teacher {teacher_meta['arch']}",
              "", "| distillation training | images/s | vs (a) |", "|---|---:|---:|"]
     lines += [f"| {name} | {speed:,.0f} | {speed / base:.1f}x |" for name, speed in rows.items()]
     lines += ["", "| inference | latency, batch 1 (ms) | throughput, batch 256 (images/s) |", "|---|---:|---:|"]
+    inference = {}
     for name, model in (("student (StudentNet)", kd.StudentNet()), ("teacher (ResNet50)", teacher)):
-        latency, _ = inference(model, 1, repeats * 4)
-        _, throughput = inference(model, 256, max(2, repeats // 5))
-        lines.append(f"| {name} | {1000 * latency:.2f} | {throughput:,.0f} |")
+        inference[name] = {"latency_ms": kd.inference_speed(model, 1, repeats * 4)["latency_ms"],
+                           "images_per_s": kd.inference_speed(model, 256, max(2, repeats // 5))["images_per_s"]}
+        lines.append(f"| {name} | {inference[name]['latency_ms']:.2f} | {inference[name]['images_per_s']:,.0f} |")
     print("\n".join(lines))
-    if not args.tiny:  # the record the README points to
+    if not args.tiny:  # the records the README and the report read
+        run = kd.run_info()
         (kd.ROOT / "report" / "benchmark.md").write_text(
             "# Distillation throughput\n\nWritten by `python benchmarks/kd_throughput.py` on "
-            f"{time.strftime('%Y-%m-%d')}, machine {kd.run_info()['machine']}, commit `{kd.run_info()['git_commit'][:10]}`.\n\n"
+            f"{time.strftime('%Y-%m-%d')}, machine {run['machine']}, commit `{run['git_commit'][:10]}`.\n\n"
             + "\n".join(lines) + "\n")
+        kd.write_json({"training_images_per_s": rows, "speedup_c_over_a": rows[CACHED] / base, "inference": inference,
+                       "threads": torch.get_num_threads(), "batches": batches, "compiled": not args.no_compile,
+                       "teacher_arch": teacher_meta["arch"], "date": time.strftime("%Y-%m-%d"),
+                       "command": "python benchmarks/kd_throughput.py", "run": run},
+                      kd.ROOT / "report" / "metrics" / "benchmark.json")
     return rows
 
 
