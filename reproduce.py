@@ -99,11 +99,20 @@ def render_summary(m: dict) -> str:
 README_START, README_END = "<!-- results: written by reproduce.py from report/metrics -->", "<!-- end of results -->"
 
 
+BENCHMARK_START = "<!-- benchmark: written by reproduce.py from report/metrics/benchmark.json -->"
+
+
 def readme_with_results(readme: str, m: dict) -> str:
-    """The README with its results block replaced by the current summary table."""
-    head, rest = readme.split(README_START)
-    _, tail = rest.split(README_END)
-    return f"{head}{README_START}\n{render_summary(m)}{README_END}{tail}"
+    """The README with its results block replaced by the current summary table, and its benchmark
+    block (where it has one and the benchmark has run) by the benchmark's tables."""
+    blocks = [(README_START, render_summary(m))]
+    if "benchmark" in m and BENCHMARK_START in readme:
+        blocks.append((BENCHMARK_START, render_benchmark(m["benchmark"])))
+    for start, text in blocks:
+        head, rest = readme.split(start)
+        _, tail = rest.split(README_END, 1)
+        readme = f"{head}{start}\n{text}{README_END}{tail}"
+    return readme
 
 
 def render_cached_vs_online(m: dict) -> str:
@@ -152,21 +161,13 @@ def render_sweep(m: dict) -> str:
 """
 
 
-def render_speed(m: dict) -> str:
-    """The throughput benchmark, and the KD student's epoch times in 04 set against it."""
-    if "benchmark" not in m:
-        return ""
-    b, kd_ = m["benchmark"], m["student_kd"]
+def render_benchmark(b: dict) -> str:
+    """The benchmark's tables (report/metrics/benchmark.json), for the report and the README."""
     speeds = b["training_images_per_s"]
     base = next(iter(speeds.values()))
     rows = "\n".join(f"| {name} | {v:,.0f} | {v / base:.1f}x |" for name, v in speeds.items())
     inference = "\n".join(f"| {name} | {r['latency_ms']:.2f} ms | {r['images_per_s']:,.0f} |" for name, r in b["inference"].items())
-    seconds = sorted(h["seconds"] for h in kd_["history"])
-    median = seconds[len(seconds) // 2]
-    return f"""
-### Speed
-
-`{b['command']}` on {b['date']} ({b['threads']} threads, teacher `{b['teacher_arch']}`, project loop
+    return f"""`{b['command']}` on {b['date']} ({b['threads']} threads, teacher `{b['teacher_arch']}`, project loop
 {'compiled' if b['compiled'] else 'eager'}), images/s of distillation training:
 
 | pipeline | images/s | vs (a) |
@@ -176,7 +177,21 @@ def render_speed(m: dict) -> str:
 | inference (PyTorch float32) | latency, batch 1 | throughput, batch 256 (images/s) |
 |---|---:|---:|
 {inference}
+"""
 
+
+def render_speed(m: dict) -> str:
+    """The throughput benchmark, and the KD student's epoch times in 04 set against it."""
+    if "benchmark" not in m:
+        return ""
+    b, kd_ = m["benchmark"], m["student_kd"]
+    speeds = b["training_images_per_s"]
+    seconds = sorted(h["seconds"] for h in kd_["history"])
+    median = seconds[len(seconds) // 2]
+    return f"""
+### Speed
+
+{render_benchmark(b)}
 The distilled student's epochs in `04` took {median:.0f} s (median of {len(seconds)}), i.e.
 {kd_['run']['n_train'] / median:,.0f} training images/s including each epoch's validation pass, against (c)'s
 {speeds[list(speeds)[-1]]:,.0f} images/s in the benchmark.
@@ -188,18 +203,22 @@ def render_deployment(m: dict) -> str:
     if "deployment" not in m:
         return ""
     d = m["deployment"]
+    formats = ["PyTorch", "ONNX float32", "ONNX int8"]  # the metrics JSON has its keys sorted: restore the story's order
+    order = sorted(d["models"], key=lambda label: (not label.startswith("teacher"), label.split(",")[0],
+                                                   [f in label for f in formats].index(True) if any(f in label for f in formats) else 0))
+    d = {**d, "models": {label: d["models"][label] for label in order}}
     rows = "\n".join(f"| {label} | {pct(r['test_accuracy'])} | {r['parameters']:,} | {r['mult_adds'] / 1e6:.2f}M | "
                      f"{r['bytes'] / 1024:,.0f} KB | {r['latency_ms']:.2f} ms | {r['images_per_s']:,.0f} |"
                      for label, r in d["models"].items())
-    drops = "; ".join(f"{label.split(',')[0]}: {r['drop_points']:+.2f} points" for label, r in d["models"].items()
-                      if "drop_points" in r)
+    changes = "; ".join(f"{label.split(',')[0]}: {-r['drop_points']:+.2f} points" for label, r in d["models"].items()
+                        if "drop_points" in r)
     figure = "![Test accuracy against parameters, multiply-adds, size and latency.](figures/compression_pareto.png)"
     return f"""
 ### Deployment: int8 ONNX and the compression table
 
 `05_beyond_the_baseline` exports the students to ONNX and quantises them to int8 with ONNX Runtime's
 static quantisation (QDQ, per-channel int8 weights, uint8 activations calibrated on {d['calibration_images']:,}
-training images). Test accuracy lost to int8 against the PyTorch float32 model: {drops}.
+training images). Test accuracy of the int8 model minus that of its PyTorch float32 source: {changes}.
 Speed on this machine's CPU, {d['threads']} threads: latency at batch 1, throughput at batch 256 (images/s).
 
 | model | test accuracy | parameters | mult-adds | size on disk | latency | throughput |

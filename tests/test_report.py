@@ -49,3 +49,14 @@ def test_every_metrics_number_of_the_deployment_table_is_in_the_report():
     text = (REPORT / "report.md").read_text()
     for label, row in json.loads(deployment.read_text())["models"].items():
         assert f"| {label} | {100 * row['test_accuracy']:.2f} % |" in text
+
+
+def test_benchmark_speedups_in_the_report_are_the_metrics():
+    benchmark = REPORT / "metrics" / "benchmark.json"
+    if not benchmark.exists():
+        pytest.skip("benchmarks/kd_throughput.py has not run")
+    speeds = json.loads(benchmark.read_text())["training_images_per_s"]
+    text = (REPORT / "report.md").read_text()
+    base = next(iter(speeds.values()))
+    for name, value in speeds.items():
+        assert f"| {name} | {value:,.0f} | {value / base:.1f}x |" in text
