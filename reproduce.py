@@ -107,7 +107,7 @@ def readme_with_results(readme: str, m: dict) -> str:
     block (where it has one and the benchmark has run) by the benchmark's tables."""
     blocks = [(README_START, render_summary(m))]
     if "benchmark" in m and BENCHMARK_START in readme:
-        blocks.append((BENCHMARK_START, render_benchmark(m["benchmark"])))
+        blocks.append((BENCHMARK_START, render_benchmark(m["benchmark"]) + render_default_choice(m)))
     for start, text in blocks:
         head, rest = readme.split(start)
         _, tail = rest.split(README_END, 1)
@@ -178,6 +178,19 @@ def render_benchmark(b: dict) -> str:
 |---|---:|---:|
 {inference}
 """
+
+
+def render_default_choice(m: dict) -> str:
+    """Cached or online logits as 04's default, from the measurement of benchmarks/cached_vs_online.py:
+    cached stays the default unless it costs more than 0.3 point of validation accuracy."""
+    if "cached_vs_online" not in m:
+        return ""
+    c = m["cached_vs_online"]
+    verdict = ("so `04` keeps cached logits as its default" if c["cached_minus_online_points"] >= -0.3 else
+               "more than 0.3 point: consider `teacher_mode = \"online\"` in `04`")
+    return (f"\nCached against online teacher logits (`{c['command']}`, {c['epochs']} epochs on {c['n_train']:,} images, "
+            f"same seed): best validation accuracy {pct(c['cached']['best_val_accuracy'])} against "
+            f"{pct(c['online']['best_val_accuracy'])}, {c['cached_minus_online_points']:+.2f} points, {verdict}.\n")
 
 
 def render_speed(m: dict) -> str:
