@@ -368,13 +368,14 @@ def compiled(model: nn.Module):
     """`torch.compile(model)` as a callable for training steps, or the model itself, with a warning,
     where compiling fails on this machine (no C++ compiler, unsupported platform or Python).
     The parameters stay `model`'s, so its state_dict and checkpoints are unchanged."""
-    def eager(reason):
+    def eager(err):
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         warnings.warn(f"torch.compile is unavailable here ({reason}); training runs eagerly, only slower")
         return model
     try:
         fast = torch.compile(model)
     except Exception as err:  # noqa: BLE001 - any failure means: run eagerly
-        return eager(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return eager(err)
 
     def forward(x):
         nonlocal fast
@@ -383,7 +384,7 @@ def compiled(model: nn.Module):
         except Exception as err:  # noqa: BLE001 - compilation happens at the first call; a real error re-raises eagerly
             if fast is model:
                 raise
-            fast = eager(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            fast = eager(err)
             return model(x)
     return forward
 
@@ -486,6 +487,10 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
     state = {"epoch": 0, "history": [], "best": None, "best_val_accuracy": -1.0, "train_seconds": 0.0}
     if checkpoint is not None and Path(checkpoint).exists():
         saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        settings = lambda c: json.dumps(c or {}, sort_keys=True, default=str)  # noqa: E731
+        if settings(saved.get("config")) != settings(config):
+            raise ValueError(f"{checkpoint} was written by a run with other settings ({settings(saved.get('config'))}, "
+                             f"now {settings(config)}): resuming it would mix two runs; delete it or use another file")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         if plateau is not None:
@@ -923,8 +928,8 @@ def plot_pareto(rows: dict):
 # ---------------------------------------------------------------------------- 8. deployment
 
 def export_onnx(model: nn.Module, path) -> Path:
-    """The model (float32, eval mode) as one self-contained ONNX file with a dynamic batch size;
-    input "input" (N, 3, 28, 28) normalised, output "logits"."""
+    """The model as one self-contained ONNX file with a dynamic batch size; input "input"
+    (N, 3, 28, 28) normalised, output "logits". Puts `model` itself in float32, on the CPU, in eval mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().cpu().eval()

@@ -86,6 +86,15 @@ def test_distillation_with_cached_logits_learns(small_data):
     assert online["history"][0]["train_loss"] > 0
 
 
+def test_a_checkpoint_of_other_settings_is_not_resumed(small_data, tmp_path):
+    checkpoint = tmp_path / "run.resume.pt"
+    kd.fit(kd.StudentNet(), small_data, epochs=1, batch_size=64, checkpoint=checkpoint, config={"teacher": "a"})
+    with pytest.raises(ValueError, match="other settings.*teacher.*delete it"):
+        kd.fit(kd.StudentNet(), small_data, epochs=2, batch_size=64, checkpoint=checkpoint, config={"teacher": "b"})
+    resumed = kd.fit(kd.StudentNet(), small_data, epochs=2, batch_size=64, checkpoint=checkpoint, config={"teacher": "a"})
+    assert len(resumed["history"]) == 2
+
+
 def test_compiled_falls_back_to_eager_when_compiling_fails(monkeypatch):
     model = kd.StudentNet().eval()
     x = torch.randn(4, 3, 28, 28)
