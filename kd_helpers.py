@@ -535,6 +535,26 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
             "best_val_accuracy": state["best_val_accuracy"], "train_seconds": state["train_seconds"]}
 
 
+def train_student(data, config: dict, *, prefix: str, run_dir, arch: str = "student_net", teacher=None,
+                  teacher_logits=None, teacher_sha256: str | None = None, device="cpu", compile=False,
+                  progress=False, max_batches=None):
+    """Build `arch` from `config["seed"]` and train it with `fit(**config)`: distilled from a `teacher`
+    module (online) or its cached `teacher_logits`, or from scratch without either. Resumable: the run's
+    name (`run_name`: prefix, config, teacher, teacher mode, training-set size, max_batches) names its
+    checkpoint and log under `run_dir`, so the same call resumes and any other setting starts afresh.
+    Returns (model with its best validation epoch loaded, fit's result plus "config" and "tag")."""
+    mode = "online" if teacher is not None else "cached" if teacher_logits is not None else None
+    torch.manual_seed(config.get("seed", 0))
+    model = build_model(arch).to(device).to(memory_format=torch.channels_last)
+    tag = run_name(prefix, config, arch=arch, teacher_mode=mode, teacher_sha256=teacher_sha256 if mode else None,
+                   n_train=len(data["train_labels"]), max_batches=max_batches)
+    run_dir = Path(run_dir)
+    result = fit(model, data, **config, teacher=teacher, teacher_logits=teacher_logits, compile=compile,
+                 progress=progress, max_batches=max_batches, checkpoint=run_dir / f"{tag}.resume.pt",
+                 log_file=run_dir / f"{tag}.log", config=plain(config))
+    return model, {**result, "config": plain(config), "tag": tag, "teacher_mode": mode}
+
+
 def run_name(prefix: str, config: dict, **extra) -> str:
     """A readable, unique name for a run: prefix, seed and a short hash of everything that shapes it."""
     settings = json.dumps({**config, **extra}, sort_keys=True, default=str)
@@ -651,6 +671,15 @@ def write_json(obj, path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def plain(obj):
+    """`obj` with tuples turned into lists, recursively: what JSON and weights_only checkpoints hold."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
 
 
 def sha256_of(path) -> str:
@@ -995,3 +1024,15 @@ def inference_speed(model_or_session, batch_size: int, repeats: int = 20) -> dic
             run()
     seconds = (time.perf_counter() - start) / repeats
     return {"batch_size": batch_size, "latency_ms": 1000 * seconds, "images_per_s": batch_size / seconds}
+
+
+def compression_table(rows: dict, order: list[str] | None = None) -> str:
+    """The compression table in Markdown: one row per model (test accuracy, parameters, mult-adds, bytes on
+    disk, latency at batch 1, throughput at batch 256), in `order` (default: the dict's)."""
+    lines = ["| model | test accuracy | parameters | mult-adds | size on disk | latency, batch 1 | throughput, batch 256 (images/s) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for label in order or list(rows):
+        r = rows[label]
+        lines.append(f"| {label} | {100 * r['test_accuracy']:.2f} % | {r['parameters']:,} | {r['mult_adds'] / 1e6:.2f}M | "
+                     f"{r['bytes'] / 1024:,.0f} KB | {r['latency_ms']:.2f} ms | {r['images_per_s']:,.0f} |")
+    return "\n".join(lines)

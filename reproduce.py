@@ -1,8 +1,8 @@
 """Run the notebooks in order with papermill: `python reproduce.py --profile quick|full`.
 
 full:  the real results: executed notebooks in report/executed/, figures in report/figures/,
-       numbers in report/metrics/, students in checkpoints/. The teacher is trained (00, in two
-       stages: default stem from scratch, then stride-1 stem fine-tuned from it) only when
+       numbers in report/metrics/, students in checkpoints/. The teacher is trained (00, in three
+       stages: default stem from scratch, then stride-1 stem fine-tuned from it, twice) only when
        checkpoints/teacher_resnet50.pt is missing or --train-teacher is given.
 quick: every notebook on small parameters (minutes), all outputs under report/quick/ (ignored by git).
 """
@@ -42,22 +42,34 @@ def full_parameters() -> dict[str, dict]:
     return {name: {"progress": False} if name in ("00_train_teacher", "04_distillation") else {} for name in NOTEBOOKS}
 
 
-# The shipped teacher's first stage: 00 with the default stem, from random weights. Its defaults are stage 2.
-TEACHER_STAGE1 = ("00_train_teacher_default_stem", {
-    "arch": "resnet50", "init_from": None, "epochs": 20, "lr": 0.1, "progress": False,
-    "checkpoint": "checkpoints/teacher_resnet50_default_stem.pt", "metrics_name": "teacher_training_default_stem.json"})
+# The shipped teacher's earlier stages, in order; 00's own defaults are its last stage. Each stage
+# starts from the previous stage's checkpoint, so every checkpoint but the last must survive.
+TEACHER_STAGES = [
+    ("00_train_teacher_default_stem", {
+        "arch": "resnet50", "init_from": None, "epochs": 20, "lr": 0.1, "progress": False,
+        "checkpoint": "checkpoints/teacher_resnet50_default_stem.pt", "metrics_name": "teacher_training_default_stem.json"}),
+    ("00_train_teacher_stage2", {
+        "arch": "resnet50_stride1", "init_from": "checkpoints/teacher_resnet50_default_stem.pt", "epochs": 5,
+        "lr": 0.04, "progress": False, "checkpoint": "checkpoints/teacher_resnet50_stage2.pt",
+        "metrics_name": "teacher_training_stage2.json"}),
+]
 
 
 def full_steps(names: list[str], train_teacher: bool) -> list[tuple[str, str, dict]]:
     """(notebook, record name, parameters) for a full run of `names`. The teacher (00) runs when asked
-    or when its checkpoint is missing, preceded by its first stage when that checkpoint is missing too."""
+    or when its checkpoint is missing, preceded by every earlier stage whose checkpoint is missing
+    (all of them when asked)."""
     steps = []
     for name in names:
         if name == "00_train_teacher":
             if not (train_teacher or not (ROOT / "checkpoints" / "teacher_resnet50.pt").exists()):
                 continue
-            if train_teacher or not (ROOT / TEACHER_STAGE1[1]["checkpoint"]).exists():
-                steps.append(("00_train_teacher", *TEACHER_STAGE1))
+            earlier = []
+            for record, params in reversed(TEACHER_STAGES):
+                if not train_teacher and (ROOT / params["checkpoint"]).exists():
+                    break
+                earlier.insert(0, ("00_train_teacher", record, params))
+            steps += earlier
         steps.append((name, name, full_parameters()[name]))
     return steps
 
@@ -143,11 +155,14 @@ def render_sweep(m: dict) -> str:
         return ""
     w = m["kd_sweep"]
     figure = "![Validation accuracy of KD over temperature and alpha.](figures/kd_temperature_alpha_sweep.png)"
+    shipped = m["teacher_evaluation"]["checkpoint_sha256"]
+    teacher = ("the shipped teacher" if w["teacher_sha256"] == shipped else
+               f"**an earlier teacher** (SHA-256 `{w['teacher_sha256'][:12]}`, not the shipped `{shipped[:12]}`)")
     return f"""
 ### Temperature × alpha, and decoupled KD (validation, short budget)
 
-`06_kd_variants` trains the homework's student for {w['epochs']} epochs per setting (same seed, cached logits,
-{w['n_train']:,} training images) and reports the best validation accuracy; the test set is not used.
+`06_kd_variants` trains the homework's student for {w['epochs']} epochs per setting (same seed, cached logits of
+{teacher}, {w['n_train']:,} training images) and reports the best validation accuracy; the test set is not used.
 
 | run | validation accuracy |
 |---|---:|
@@ -215,16 +230,11 @@ def render_deployment(m: dict) -> str:
     """The int8 deployment section and the compression table, when 05_beyond_the_baseline has run."""
     if "deployment" not in m:
         return ""
+    import kd_helpers as kd
     d = m["deployment"]
-    formats = ["PyTorch", "ONNX float32", "ONNX int8"]  # the metrics JSON has its keys sorted: restore the story's order
-    order = sorted(d["models"], key=lambda label: (not label.startswith("teacher"), label.split(",")[0],
-                                                   [f in label for f in formats].index(True) if any(f in label for f in formats) else 0))
-    d = {**d, "models": {label: d["models"][label] for label in order}}
-    rows = "\n".join(f"| {label} | {pct(r['test_accuracy'])} | {r['parameters']:,} | {r['mult_adds'] / 1e6:.2f}M | "
-                     f"{r['bytes'] / 1024:,.0f} KB | {r['latency_ms']:.2f} ms | {r['images_per_s']:,.0f} |"
-                     for label, r in d["models"].items())
-    changes = "; ".join(f"{label.split(',')[0]}: {-r['drop_points']:+.2f} points" for label, r in d["models"].items()
-                        if "drop_points" in r)
+    table = kd.compression_table(d["models"], d.get("order"))  # the JSON's keys are sorted; "order" keeps 05's
+    changes = "; ".join(f"{label.split(',')[0]}: {-d['models'][label]['drop_points']:+.2f} points"
+                        for label in d.get("order") or d["models"] if "drop_points" in d["models"][label])
     figure = "![Test accuracy against parameters, multiply-adds, size and latency.](figures/compression_pareto.png)"
     return f"""
 ### Deployment: int8 ONNX and the compression table
@@ -234,9 +244,7 @@ static quantisation (QDQ, per-channel int8 weights, uint8 activations calibrated
 training images). Test accuracy of the int8 model minus that of its PyTorch float32 source: {changes}.
 Speed on this machine's CPU, {d['threads']} threads: latency at batch 1, throughput at batch 256 (images/s).
 
-| model | test accuracy | parameters | mult-adds | size on disk | latency | throughput |
-|---|---:|---:|---:|---:|---:|---:|
-{rows}
+{table}
 
 {figure}
 
@@ -260,6 +268,22 @@ def render_html(markdown: str, report_dir: Path = ROOT / "report") -> str:
             f"<body>\n{body}</body></html>\n")
 
 
+def teacher_stages(m: dict) -> list[dict]:
+    """The teacher's training runs, first stage first: the earlier stages' metrics files, then the shipped one."""
+    earlier = [Path(params["metrics_name"]).stem for _, params in TEACHER_STAGES]
+    return [m[name]["run"] for name in earlier if name in m] + [m["teacher_evaluation"]["teacher_meta"]]
+
+
+def render_teacher_stages(stages: list[dict]) -> str:
+    lines = []
+    for i, run in enumerate(stages, 1):
+        start = "from random weights" if run.get("init_from") is None else f"from `{run['init_from']}`"
+        lines.append(f"{i}. `{run['arch']}` ({run['stem']}), {run['epochs']} epochs {start}, peak learning rate "
+                     f"{run['config']['lr']}, {run['train_seconds'] / 60:.0f} min (kept epoch {run['best_epoch']}): "
+                     f"validation {pct(run['val_accuracy'])}, test {pct(run['test_accuracy'])};")
+    return "\n".join(lines)[:-1] + ".\n"
+
+
 def render_report(report_dir: Path = ROOT / "report") -> str:
     """report.md from the metrics JSON files: every number in it is read from report/metrics/."""
     m = load_metrics(report_dir)
@@ -267,15 +291,15 @@ def render_report(report_dir: Path = ROOT / "report") -> str:
     design, data, runtimes = m["student_design"], m["data"], m.get("runtimes", {})
     cfg = kd_["run"]["config"]
     aug = kd_["run"]["augmentation"]
-    tmeta, stage1 = teacher["teacher_meta"], m["teacher_training_default_stem"]
+    tmeta, stages = teacher["teacher_meta"], teacher_stages(m)
     figure = lambda name, caption: f"![{caption}](figures/{name}.png)\n\n*{caption}*\n"
     dkd_reference = ("- B. Zhao, Q. Cui, R. Song, Y. Qiu, J. Liang. Decoupled knowledge distillation. CVPR 2022.\n"
                      if "kd_sweep" in m else "")
     times = "\n".join(f"| run of notebook `{name}` | {seconds / 60:.1f} min |"
                       for name, seconds in runtimes.get("seconds", {}).items())
-    times = (f"| training the teacher, stage 1, {stage1['run']['epochs']} epochs (`00`) | {stage1['run']['train_seconds'] / 60:.0f} min |\n"
-             f"| training the teacher, stage 2, {tmeta['epochs']} epochs (`00`) | {tmeta['train_seconds'] / 60:.0f} min |\n"
-             f"| training the KD student, {cfg['epochs']} epochs (`04`) | {kd_['run']['train_seconds'] / 60:.0f} min |\n"
+    times = "".join(f"| training the teacher, stage {i}, {run['epochs']} epochs (`00`) | {run['train_seconds'] / 60:.0f} min |\n"
+                    for i, run in enumerate(stages, 1))
+    times += (f"| training the KD student, {cfg['epochs']} epochs (`04`) | {kd_['run']['train_seconds'] / 60:.0f} min |\n"
              f"| training the scratch student, {scratch['run']['config']['epochs']} epochs (`04`) | "
              f"{scratch['run']['train_seconds'] / 60:.0f} min |\n{times}")
     from torchinfo import summary
@@ -308,15 +332,12 @@ and normalised with the training split's mean {data['pixel_statistics']['mean']:
 translation ±{100 * aug['translate']:.0f} %; scale {aug['scale'][0]}-{aug['scale'][1]}.
 
 **Teacher.** torchvision's ResNet50 with a 10-class head ({teacher['parameters']:,} parameters), trained by
-`00_train_teacher` on the CPU in two stages, each keeping the epoch with the best validation accuracy
+`00_train_teacher` on the CPU in {len(stages)} stages, each keeping the epoch with the best validation accuracy
 (SGD with Nesterov momentum, one-cycle learning rate, weight decay {tmeta['config']['weight_decay']}, batch {tmeta['config']['batch_size']}):
 
-1. torchvision's default stem (7×7 stride-2 convolution and max-pool, which leave 7×7 maps for layer1 at 28×28),
-   {stage1['run']['epochs']} epochs from random weights, peak learning rate {stage1['run']['config']['lr']}, {stage1['run']['train_seconds'] / 60:.0f} min:
-   validation {pct(stage1['val_accuracy'])}, test {pct(stage1['test_accuracy'])};
-2. the first convolution's stride set to 1 ({tmeta['stem']}; no weight changes shape), initialised from stage 1
-   and fine-tuned for {tmeta['epochs']} epochs, peak learning rate {tmeta['config']['lr']}, {tmeta['train_seconds'] / 60:.0f} min (kept epoch {tmeta['best_epoch']}):
-   validation {pct(tmeta['val_accuracy'])}, test {pct(tmeta['test_accuracy'])}. This is the shipped teacher, stored in float16.
+{render_teacher_stages(stages)}
+The last stage is the shipped teacher, stored in float16. With the default stem, 28×28 images leave 7×7 maps
+for layer1 and 1×1 for layer4; stride 1 in the first convolution ({tmeta['stem']}) changes no weight's shape.
 
 **Student.** The homework's `StudentNet`: 3 conv + 2 FC layers, {kd_['run']['parameters']:,} parameters,
 {design['models']['StudentNet']['mult_adds'] / 1e6:.2f}M multiply-adds (its torchinfo summary, printed by `03_student_design`,

@@ -64,3 +64,9 @@ def test_inference_speed_of_a_model_and_of_a_session(trained_student, tmp_path):
         speed = kd.inference_speed(runner, 8, repeats=2)
         assert speed["batch_size"] == 8 and speed["latency_ms"] > 0
         assert math.isclose(speed["images_per_s"], 8 / (speed["latency_ms"] / 1000))
+
+
+def test_compression_table_keeps_the_order_given():
+    row = dict(test_accuracy=0.9123, parameters=95_386, mult_adds=9_780_000, bytes=2048, latency_ms=0.5, images_per_s=1234.4)
+    table = kd.compression_table({"b": row, "a": {**row, "test_accuracy": 0.5}}, order=["a", "b"]).splitlines()
+    assert table[2].startswith("| a | 50.00 % |") and table[3] == "| b | 91.23 % | 95,386 | 9.78M | 2 KB | 0.50 ms | 1,234 |"

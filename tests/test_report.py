@@ -18,7 +18,8 @@ def test_report_is_exactly_what_the_metrics_render():
 
 def test_headline_numbers_come_from_the_metrics():
     text = (REPORT / "report.md").read_text()
-    for name in ("student_kd", "student_scratch", "teacher_evaluation", "teacher_training_default_stem"):
+    for name in ("student_kd", "student_scratch", "teacher_evaluation", "teacher_training_default_stem",
+                 "teacher_training_stage2"):
         accuracy = json.loads((REPORT / "metrics" / f"{name}.json").read_text())["test_accuracy"]
         assert f"{100 * accuracy:.2f} %" in text
 
@@ -60,3 +61,14 @@ def test_benchmark_speedups_in_the_report_are_the_metrics():
     base = next(iter(speeds.values()))
     for name, value in speeds.items():
         assert f"| {name} | {value:,.0f} | {value / base:.1f}x |" in text
+
+
+def test_a_sweep_run_with_another_teacher_says_so():
+    metrics = reproduce.load_metrics(REPORT)
+    if "kd_sweep" not in metrics:
+        pytest.skip("06_kd_variants has not run")
+    shipped = metrics["teacher_evaluation"]["checkpoint_sha256"]
+    metrics["kd_sweep"] = {**metrics["kd_sweep"], "teacher_sha256": shipped}
+    assert "earlier teacher" not in reproduce.render_sweep(metrics)
+    metrics["kd_sweep"]["teacher_sha256"] = "0" * 64
+    assert "**an earlier teacher** (SHA-256 `000000000000`" in reproduce.render_sweep(metrics)

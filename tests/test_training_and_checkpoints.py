@@ -95,6 +95,27 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(small_data, tmp_path):
     assert len(resumed["history"]) == 2
 
 
+def test_train_student_names_runs_by_everything_that_shapes_them(small_data, tmp_path):
+    config = dict(epochs=1, batch_size=64, seed=0, augmentation={"flip": True, "scale": (1.0, 1.0)})
+    cache = torch.randn(2, len(small_data["train_images"]), 10)
+    model, scratch = kd.train_student(small_data, config, prefix="s", run_dir=tmp_path)
+    assert kd.count_parameters(model) == 95_386 and scratch["teacher_mode"] is None
+    assert scratch["config"]["augmentation"]["scale"] == [1.0, 1.0]  # plain types, as checkpoints hold
+    _, first = kd.train_student(small_data, config, prefix="s", run_dir=tmp_path, teacher_logits=cache,
+                                teacher_sha256="a")
+    _, other = kd.train_student(small_data, config, prefix="s", run_dir=tmp_path, teacher_logits=cache,
+                                teacher_sha256="b")
+    assert len({scratch["tag"], first["tag"], other["tag"]}) == 3  # a new teacher never resumes the old run
+    assert (tmp_path / f"{first['tag']}.resume.pt").exists() and (tmp_path / f"{first['tag']}.log").exists()
+    _, again = kd.train_student(small_data, config, prefix="s", run_dir=tmp_path, teacher_logits=cache,
+                                teacher_sha256="a")
+    assert again["tag"] == first["tag"] and again["history"] == first["history"]  # replayed, not retrained
+
+
+def test_plain_turns_tuples_into_lists_at_any_depth():
+    assert kd.plain({"a": (1, 2), "b": [{"c": (3,)}], "d": "x"}) == {"a": [1, 2], "b": [{"c": [3]}], "d": "x"}
+
+
 def test_compiled_falls_back_to_eager_when_compiling_fails(monkeypatch):
     model = kd.StudentNet().eval()
     x = torch.randn(4, 3, 28, 28)
