@@ -687,15 +687,17 @@ def sha256_of(path) -> str:
 
 
 def run_info(seed: int | None = None) -> dict:
-    """Seed, versions, git commit and whether tracked files differed from it (`git_dirty`):
-    recorded in every metrics file and checkpoint."""
+    """Seed, versions, git commit and whether tracked source files differed from it (`git_dirty`; the
+    outputs that runs themselves write, report/ and checkpoints/, do not count): recorded in every
+    metrics file and checkpoint."""
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
     commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit != "unknown" else None
+    dirty = (bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!report", ":!checkpoints"))
+             if commit != "unknown" else None)
     import torchvision
     return {"seed": seed, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "python": platform.python_version(), "git_commit": commit, "git_dirty": dirty,

@@ -337,7 +337,7 @@ translation ±{100 * aug['translate']:.0f} %; scale {aug['scale'][0]}-{aug['scal
 
 {render_teacher_stages(stages)}
 The last stage is the shipped teacher, stored in float16. With the default stem, 28×28 images leave 7×7 maps
-for layer1 and 1×1 for layer4; stride 1 in the first convolution ({tmeta['stem']}) changes no weight's shape.
+for layer1 and 1×1 for layer4; stride 1 in the first convolution gives 14×14 and 2×2, and changes no weight's shape.
 
 **Student.** The homework's `StudentNet`: 3 conv + 2 FC layers, {kd_['run']['parameters']:,} parameters,
 {design['models']['StudentNet']['mult_adds'] / 1e6:.2f}M multiply-adds (its torchinfo summary, printed by `03_student_design`,

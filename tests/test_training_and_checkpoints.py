@@ -212,3 +212,19 @@ def test_unknown_device_is_refused():
     with pytest.raises(ValueError, match="unknown device"):
         kd.default_device("tpu")
     assert kd.default_device("cpu").type == "cpu"
+
+
+def test_run_info_counts_sources_not_run_outputs_as_dirty(monkeypatch, tmp_path):
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.md").write_text("a")
+    (tmp_path / "code.py").write_text("a")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t")
+    monkeypatch.setattr(kd, "ROOT", tmp_path)
+    assert kd.run_info()["git_dirty"] is False
+    (tmp_path / "report" / "report.md").write_text("b")  # what a run writes
+    assert kd.run_info()["git_dirty"] is False
+    (tmp_path / "code.py").write_text("b")
+    assert kd.run_info()["git_dirty"] is True
