@@ -275,13 +275,13 @@ def teacher_stages(m: dict) -> list[dict]:
 
 
 def render_teacher_stages(stages: list[dict]) -> str:
-    lines = []
-    for i, run in enumerate(stages, 1):
+    """A numbered list, one item per training stage of the teacher."""
+    def item(i, run):
         start = "from random weights" if run.get("init_from") is None else f"from `{run['init_from']}`"
-        lines.append(f"{i}. `{run['arch']}` ({run['stem']}), {run['epochs']} epochs {start}, peak learning rate "
-                     f"{run['config']['lr']}, {run['train_seconds'] / 60:.0f} min (kept epoch {run['best_epoch']}): "
-                     f"validation {pct(run['val_accuracy'])}, test {pct(run['test_accuracy'])};")
-    return "\n".join(lines)[:-1] + ".\n"
+        return (f"{i}. `{run['arch']}` ({run['stem']}), {run['epochs']} epochs {start}, peak learning rate "
+                f"{run['config']['lr']}, {run['train_seconds'] / 60:.0f} min (kept epoch {run['best_epoch']}): "
+                f"validation {pct(run['val_accuracy'])}, test {pct(run['test_accuracy'])}")
+    return ";\n".join(item(i, run) for i, run in enumerate(stages, 1)) + ".\n"
 
 
 def render_report(report_dir: Path = ROOT / "report") -> str:
