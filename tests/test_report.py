@@ -19,7 +19,7 @@ def test_report_is_exactly_what_the_metrics_render():
 def test_headline_numbers_come_from_the_metrics():
     text = (REPORT / "report.md").read_text()
     for name in ("student_kd", "student_scratch", "teacher_evaluation", "teacher_training_default_stem",
-                 "teacher_training_stage2"):
+                 "teacher_training_stage2", "teacher_training_stage3"):
         accuracy = json.loads((REPORT / "metrics" / f"{name}.json").read_text())["test_accuracy"]
         assert f"{100 * accuracy:.2f} %" in text
 
@@ -72,3 +72,12 @@ def test_a_sweep_run_with_another_teacher_says_so():
     assert "earlier teacher" not in reproduce.render_sweep(metrics)
     metrics["kd_sweep"]["teacher_sha256"] = "0" * 64
     assert "**an earlier teacher** (SHA-256 `000000000000`" in reproduce.render_sweep(metrics)
+
+
+def test_teacher_stages_list_the_evaluated_teacher_once():
+    stage = lambda sha, epochs: {"checkpoint_sha256": sha, "run": {"epochs": epochs}}
+    m = {"teacher_training_stage2": stage("a", 5), "teacher_training_stage3": stage("b", 4),
+         "teacher_evaluation": {"checkpoint_sha256": "c", "teacher_meta": {"epochs": 7}}}
+    assert [run["epochs"] for run in reproduce.teacher_stages(m)] == [5, 4, 7]
+    m["teacher_evaluation"] = {"checkpoint_sha256": "b", "teacher_meta": {"epochs": 4}}  # 02 saw stage 3
+    assert [run["epochs"] for run in reproduce.teacher_stages(m)] == [5, 4]

@@ -1,4 +1,7 @@
 """The runner's plan: which notebooks a full run executes, with which parameters."""
+import ast
+import json
+
 import reproduce
 
 
@@ -15,11 +18,26 @@ def test_retraining_the_teacher_runs_every_stage_in_order(monkeypatch, tmp_path)
     steps = reproduce.full_steps(["00_train_teacher", "02_teacher_evaluation"], train_teacher=True)
     assert [(name, record) for name, record, _ in steps] == [
         ("00_train_teacher", "00_train_teacher_default_stem"), ("00_train_teacher", "00_train_teacher_stage2"),
-        ("00_train_teacher", "00_train_teacher"), ("02_teacher_evaluation", "02_teacher_evaluation")]
-    stage1, stage2 = steps[0][2], steps[1][2]
-    assert stage1["arch"] == "resnet50" and stage1["init_from"] is None
-    assert stage2["init_from"] == stage1["checkpoint"]  # each stage starts where the previous one ended
-    assert "checkpoints/teacher_resnet50.pt" not in (stage1["checkpoint"], stage2["checkpoint"])
+        ("00_train_teacher", "00_train_teacher_stage3"), ("00_train_teacher", "00_train_teacher"),
+        ("02_teacher_evaluation", "02_teacher_evaluation")]
+    earlier = [params for _, _, params in steps[:3]]
+    assert earlier[0]["arch"] == "resnet50" and earlier[0]["init_from"] is None
+    for previous, stage in zip(earlier, earlier[1:]):
+        assert stage["init_from"] == previous["checkpoint"]  # each stage starts where the previous one ended
+    assert "checkpoints/teacher_resnet50.pt" not in [stage["checkpoint"] for stage in earlier]
+
+
+def notebook_defaults(name: str) -> dict:
+    """The literal values assigned in a notebook's `parameters` cell."""
+    cells = json.loads((reproduce.ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", []))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(source).body}
+
+
+def test_the_last_stage_is_the_notebooks_defaults_and_starts_from_the_stage_before():
+    defaults = notebook_defaults("00_train_teacher")
+    assert defaults["init_from"] == reproduce.TEACHER_STAGES[-1][1]["checkpoint"]
+    assert defaults["checkpoint"] == "checkpoints/teacher_resnet50.pt"
 
 
 def test_a_missing_teacher_reuses_the_earlier_stages_present(monkeypatch, tmp_path):
@@ -27,7 +45,9 @@ def test_a_missing_teacher_reuses_the_earlier_stages_present(monkeypatch, tmp_pa
     (tmp_path / "checkpoints" / "teacher_resnet50_default_stem.pt").touch()
     monkeypatch.setattr(reproduce, "ROOT", tmp_path)
     steps = reproduce.full_steps(["00_train_teacher"], train_teacher=False)
-    assert [record for _, record, _ in steps] == ["00_train_teacher_stage2", "00_train_teacher"]
+    assert [record for _, record, _ in steps] == ["00_train_teacher_stage2", "00_train_teacher_stage3",
+                                                  "00_train_teacher"]
     (tmp_path / "checkpoints" / "teacher_resnet50_stage2.pt").touch()
+    (tmp_path / "checkpoints" / "teacher_resnet50_stage3.pt").touch()
     steps = reproduce.full_steps(["00_train_teacher"], train_teacher=False)
     assert [record for _, record, _ in steps] == ["00_train_teacher"]
