@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 NOTEBOOKS = ["00_train_teacher", "01_data_exploration", "02_teacher_evaluation", "03_student_design",
-             "04_distillation", "05_beyond_the_baseline", "06_kd_variants"]
+             "04_distillation", "04b_improved_student", "05_beyond_the_baseline", "06_kd_variants"]
 KERNEL = "kd-fashion"
 
 
@@ -31,6 +31,9 @@ def quick_parameters(out: Path) -> dict[str, dict]:
         "03_student_design": {"metrics_dir": str(out / "metrics")},
         "04_distillation": {**common, "epochs": 2, "n_train": 1000, "n_test": 500, "progress": False,
                             "checkpoint_dir": str(out / "checkpoints"), "run_dir": str(out / "runs")},
+        "04b_improved_student": {**common, "epochs": 1, "n_train": 1000, "n_test": 500, "progress": False,
+                                 "compile": False, "checkpoint_dir": str(out / "checkpoints"),
+                                 "run_dir": str(out / "runs")},
         "05_beyond_the_baseline": {**common, "n_test": 500, "repeats": 3, "calibration_images": 200,
                                    "int8_dir": str(out / "checkpoints"), "run_dir": str(out / "runs")},
         "06_kd_variants": {**common, "temperatures": [4.0], "alphas": [0.5], "epochs": 1, "n_train": 512,
@@ -39,7 +42,7 @@ def quick_parameters(out: Path) -> dict[str, dict]:
 
 
 def full_parameters() -> dict[str, dict]:
-    return {name: {"progress": False} if name in ("00_train_teacher", "04_distillation") else {} for name in NOTEBOOKS}
+    return {name: {"progress": False} if name in ("00_train_teacher", "04_distillation", "04b_improved_student") else {} for name in NOTEBOOKS}
 
 
 # The shipped teacher's earlier stages, in order; 00's own defaults are its last stage. Each stage
@@ -153,15 +156,41 @@ Cached minus online: {c['cached_minus_online_points']:+.2f} points of best valid
 """
 
 
+def which_teacher(sha256: str, m: dict) -> str:
+    """'the shipped teacher', or a bold warning when a run distilled another one (a run from before a new teacher)."""
+    shipped = m["teacher_evaluation"]["checkpoint_sha256"]
+    return ("the shipped teacher" if sha256 == shipped else
+            f"**an earlier teacher** (SHA-256 `{sha256[:12]}`, not the shipped `{shipped[:12]}`)")
+
+
+def render_improved(m: dict) -> str:
+    """The better student under 100,000 parameters, when 04b_improved_student has run."""
+    if "student_improved" not in m:
+        return ""
+    s, run = m["student_improved"], m["student_improved"]["run"]
+    cfg = run["config"]
+    figure = "![Learning curves of the improved student.](figures/improved_student_learning_curves.png)"
+    return f"""
+### A better student under 100,000 parameters
+
+`04b_improved_student`: `{run['arch']}`, {run['parameters']:,} parameters and {run['mult_adds'] / 1e6:.2f}M multiply-adds
+(convolutions at 28×28, 14×14 and depthwise-separable ones at 7×7, global average pooling, one linear layer),
+distilled from {which_teacher(run['teacher_sha256'], m)} with T = {cfg['temperature']:g}, alpha = {cfg['alpha']:g}
+({run['teacher_mode']} logits); {cfg['optimizer']}, one-cycle learning rate peaking at {cfg['lr']:g}, weight decay
+{cfg['weight_decay']:g}, {cfg['epochs']} epochs, {run['train_seconds'] / 60:.0f} min; kept epoch {run['best_epoch']}:
+validation {pct(s['val_accuracy'])}, test {pct(s['test_accuracy'])} (homework's student with KD: {pct(m['student_kd']['test_accuracy'])}).
+
+{figure}
+"""
+
+
 def render_sweep(m: dict) -> str:
     """The temperature x alpha grid and DKD, when 06_kd_variants has run (validation accuracy only)."""
     if "kd_sweep" not in m:
         return ""
     w = m["kd_sweep"]
     figure = "![Validation accuracy of KD over temperature and alpha.](figures/kd_temperature_alpha_sweep.png)"
-    shipped = m["teacher_evaluation"]["checkpoint_sha256"]
-    teacher = ("the shipped teacher" if w["teacher_sha256"] == shipped else
-               f"**an earlier teacher** (SHA-256 `{w['teacher_sha256'][:12]}`, not the shipped `{shipped[:12]}`)")
+    teacher = which_teacher(w["teacher_sha256"], m)
     return f"""
 ### Temperature × alpha, and decoupled KD (validation, short budget)
 
@@ -236,6 +265,7 @@ def render_deployment(m: dict) -> str:
         return ""
     import kd_helpers as kd
     d = m["deployment"]
+    scheme = d.get("scheme", {"format": "QDQ", "weights": "int8, per output channel", "activations": "uint8"})  # before the scheme was recorded
     table = kd.compression_table(d["models"], d.get("order"))  # the JSON's keys are sorted; "order" keeps 05's
     changes = "; ".join(f"{label.split(',')[0]}: {-d['models'][label]['drop_points']:+.2f} points"
                         for label in d.get("order") or d["models"] if "drop_points" in d["models"][label])
@@ -244,7 +274,7 @@ def render_deployment(m: dict) -> str:
 ### Deployment: int8 ONNX and the compression table
 
 `05_beyond_the_baseline` exports the students to ONNX and quantises them to int8 with ONNX Runtime's
-static quantisation (QDQ, per-channel int8 weights, uint8 activations calibrated on {d['calibration_images']:,}
+static quantisation ({scheme['format']}, weights {scheme['weights']}, activations {scheme['activations']} calibrated on {d['calibration_images']:,}
 training images). Test accuracy of the int8 model minus that of its PyTorch float32 source: {changes}.
 Speed on this machine's CPU, {d['threads']} threads: latency at batch 1, throughput at batch 256 (images/s).
 
@@ -293,7 +323,11 @@ def render_teacher_stages(stages: list[dict]) -> str:
 
 def render_report(report_dir: Path = ROOT / "report") -> str:
     """report.md from the metrics JSON files: every number in it is read from report/metrics/."""
-    m = load_metrics(report_dir)
+    return render_report_from(load_metrics(report_dir))
+
+
+def render_report_from(m: dict) -> str:
+    """report.md from the metrics, keyed by file name (`load_metrics`)."""
     teacher, kd_, scratch = m["teacher_evaluation"], m["student_kd"], m["student_scratch"]
     design, data, runtimes = m["student_design"], m["data"], m.get("runtimes", {})
     cfg = kd_["run"]["config"]
@@ -358,7 +392,8 @@ matches the report's Figure 1 row for row):
 
     L = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)
 
-with T = {cfg['temperature']} and alpha = {cfg['alpha']}; teacher logits {kd_['run']['teacher_mode']} (computed once per image and mirror image).
+with T = {cfg['temperature']} and alpha = {cfg['alpha']}; teacher logits {kd_['run']['teacher_mode']} (computed once per image and mirror image)
+of {which_teacher(kd_['run']['teacher_sha256'], m)}.
 
 **Optimisation.** Adam, learning rate {cfg['lr']}, batch {cfg['batch_size']}, {cfg['epochs']} epochs; ReduceLROnPlateau on
 the validation loss with factor {cfg['factor']} and patience {cfg['patience']}.
@@ -393,7 +428,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}
+{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}
 ## Reproduction
 
 ```bash

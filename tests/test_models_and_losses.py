@@ -24,6 +24,24 @@ def test_student_matches_the_report_figure_1():
     assert student(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
 
 
+def test_improved_student_spends_its_budget_on_convolution():
+    student = kd.build_model("student_gap")
+    linear = sum(m.weight.numel() + m.bias.numel() for m in student.modules() if isinstance(m, torch.nn.Linear))
+    assert kd.count_parameters(student) == 94_250 < 100_000
+    assert linear == 1_290  # one 128 -> 10 layer after global average pooling (StudentNet's fc1 alone: 75,312)
+    assert round(kd.count_mult_adds(student) / 1e6, 2) == 20.03
+    assert student(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+    assert student(torch.zeros(2, 3, 36, 36)).shape == (2, 10)  # the pooled head takes any input size
+
+
+def test_improved_student_checkpoint_rebuilds_from_its_arch(tmp_path):
+    student = kd.build_model("student_gap").eval()
+    kd.save_checkpoint(student, {"arch": "student_gap"}, tmp_path / "s.pt")
+    reloaded, meta = kd.load_checkpoint(tmp_path / "s.pt")
+    x = torch.randn(4, 3, 28, 28)
+    assert isinstance(reloaded, kd.GapStudentNet) and torch.equal(reloaded(x), student(x))
+
+
 def test_teacher_state_dict_loads_into_torchvision_resnet50():
     import torchvision
     teacher = kd.build_model("resnet50")

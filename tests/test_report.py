@@ -81,3 +81,23 @@ def test_teacher_stages_list_the_evaluated_teacher_once():
     assert [run["epochs"] for run in reproduce.teacher_stages(m)] == [5, 4, 7]
     m["teacher_evaluation"] = {"checkpoint_sha256": "b", "teacher_meta": {"epochs": 4}}  # 02 saw stage 3
     assert [run["epochs"] for run in reproduce.teacher_stages(m)] == [5, 4]
+
+
+def test_the_students_method_names_the_teacher_it_distilled():
+    metrics = reproduce.load_metrics(REPORT)
+    shipped = metrics["teacher_evaluation"]["checkpoint_sha256"]
+    metrics["student_kd"]["run"]["teacher_sha256"] = "f" * 64
+    assert "**an earlier teacher** (SHA-256 `ffffffffffff`" in reproduce.render_report_from(metrics)
+    metrics["student_kd"]["run"]["teacher_sha256"] = shipped
+    assert "earlier teacher" not in reproduce.render_report_from(metrics).split("## Results")[0]
+
+
+def test_improved_student_section_appears_with_its_metrics():
+    metrics = reproduce.load_metrics(REPORT)
+    assert reproduce.render_improved({k: v for k, v in metrics.items() if k != "student_improved"}) == ""
+    run = {"arch": "student_gap", "parameters": 94_250, "mult_adds": 20_030_912, "teacher_mode": "cached",
+           "teacher_sha256": metrics["teacher_evaluation"]["checkpoint_sha256"], "train_seconds": 600, "best_epoch": 7,
+           "config": {"temperature": 1.0, "alpha": 0.3, "optimizer": "adam", "lr": 0.003, "weight_decay": 0.01, "epochs": 8}}
+    metrics["student_improved"] = {"run": run, "val_accuracy": 0.9412, "test_accuracy": 0.9387}
+    text = reproduce.render_improved(metrics)
+    assert "`student_gap`, 94,250 parameters" in text and "test 93.87 %" in text and "the shipped teacher" in text
