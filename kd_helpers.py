@@ -729,7 +729,18 @@ def run_info(seed: int | None = None) -> dict:
     import torchvision
     return {"seed": seed, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "python": platform.python_version(), "git_commit": commit, "git_dirty": dirty,
-            "machine": platform.machine()}
+            "machine": platform.machine(), "cpu": cpu_name()}
+
+
+def cpu_name(cpuinfo="/proc/cpuinfo") -> str:
+    """The processor's model name, with '(VNNI)' where it has the int8 dot-product instructions that
+    int8 inference speed and accuracy depend on (see quantize_int8); the machine name elsewhere."""
+    try:
+        info = Path(cpuinfo).read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    return f"{name or platform.machine()}{' (VNNI)' if 'vnni' in info else ''}"
 
 
 def save_checkpoint(model, meta: dict, path, half: bool = False) -> str:

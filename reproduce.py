@@ -276,7 +276,7 @@ def render_deployment(m: dict) -> str:
 `05_beyond_the_baseline` exports the students to ONNX and quantises them to int8 with ONNX Runtime's
 static quantisation ({scheme['format']}, weights {scheme['weights']}, activations {scheme['activations']} calibrated on {d['calibration_images']:,}
 training images). Test accuracy of the int8 model minus that of its PyTorch float32 source: {changes}.
-Speed on this machine's CPU, {d['threads']} threads: latency at batch 1, throughput at batch 256 (images/s).
+Speed on {d['run'].get('cpu', "this machine's CPU")}, {d['threads']} threads: latency at batch 1, throughput at batch 256 (images/s).
 
 {table}
 

@@ -228,3 +228,12 @@ def test_run_info_counts_sources_not_run_outputs_as_dirty(monkeypatch, tmp_path)
     assert kd.run_info()["git_dirty"] is False
     (tmp_path / "code.py").write_text("b")
     assert kd.run_info()["git_dirty"] is True
+
+
+def test_run_info_names_the_processor(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu avx2 avx512_vnni\n")
+    assert kd.cpu_name(cpuinfo) == "Some CPU 9000 (VNNI)"
+    cpuinfo.write_text("model name\t: Older CPU\nflags\t\t: fpu avx2\n")
+    assert kd.cpu_name(cpuinfo) == "Older CPU"
+    assert kd.cpu_name(tmp_path / "missing") and kd.run_info()["cpu"]
