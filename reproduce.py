@@ -112,7 +112,9 @@ def render_summary(m: dict) -> str:
 | StudentNet, distilled (KD) | {kd_['run']['parameters']:,} | {pct(kd_['test_accuracy'])} | {pct(kd_['val_accuracy'])} |
 | StudentNet, from scratch | {scratch['run']['parameters']:,} | {pct(scratch['test_accuracy'])} | {pct(scratch['val_accuracy'])} |
 {int8_row}| homework report (KD), for reference | 95,386 | 93.93 % | — |
-"""
+""" + ("" if kd_["run"]["teacher_sha256"] == teacher["checkpoint_sha256"] else
+       f"\nThe distilled student learnt from {which_teacher(kd_['run']['teacher_sha256'], m)}: `04` has not "
+       f"run since the teacher changed.\n")
 
 
 README_START, README_END = "<!-- results: written by reproduce.py from report/metrics -->", "<!-- end of results -->"

@@ -101,3 +101,11 @@ def test_improved_student_section_appears_with_its_metrics():
     metrics["student_improved"] = {"run": run, "val_accuracy": 0.9412, "test_accuracy": 0.9387}
     text = reproduce.render_improved(metrics)
     assert "`student_gap`, 94,250 parameters" in text and "test 93.87 %" in text and "the shipped teacher" in text
+
+
+def test_summary_says_when_the_student_learnt_from_another_teacher():
+    metrics = reproduce.load_metrics(REPORT)
+    metrics["student_kd"]["run"]["teacher_sha256"] = metrics["teacher_evaluation"]["checkpoint_sha256"]
+    assert "earlier teacher" not in reproduce.render_summary(metrics)
+    metrics["student_kd"]["run"]["teacher_sha256"] = "e" * 64
+    assert "learnt from **an earlier teacher** (SHA-256 `eeeeeeeeeeee`" in reproduce.render_summary(metrics)
