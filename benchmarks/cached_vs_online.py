@@ -29,6 +29,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--teacher", default="checkpoints/teacher_resnet50.pt")
     parser.add_argument("--out", default="report/metrics/cached_vs_online.json")
+    parser.add_argument("--cache-dir", default="runs/cache", help="where the teacher-logit cache goes")
     args = parser.parse_args(argv)
     n_train, epochs = (256, 1) if args.tiny else (args.n_train, args.epochs)
     kd.check_parameters(epochs=epochs, n_train=n_train)
@@ -44,7 +45,7 @@ def main(argv=None) -> dict:
     for mode in ("cached", "online"):
         start = time.time()
         logits = (kd.teacher_logits_cache(teacher, data["train_images"], data["normalize"], kd.sha256_of(teacher_path),
-                                          kd.ROOT / "runs" / "cache") if mode == "cached" else None)
+                                          kd.project_path(args.cache_dir)) if mode == "cached" else None)
         torch.manual_seed(0)
         student = kd.StudentNet().to(memory_format=torch.channels_last)
         fit = kd.fit(student, data, epochs=epochs, batch_size=128, lr=1e-3, augmentation=AUG, seed=0,

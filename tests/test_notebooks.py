@@ -55,10 +55,11 @@ def test_throughput_benchmark_runs_tiny(capsys, monkeypatch):
     assert "(c) project loop, cached teacher logits" in out and "teacher (ResNet50)" in out
 
 
-def test_cached_vs_online_comparison_runs_tiny():
+def test_cached_vs_online_comparison_runs_tiny(tmp_path):
     import runpy
     from pathlib import Path
     script = runpy.run_path(str(Path(reproduce.__file__).parent / "benchmarks" / "cached_vs_online.py"))
-    record = script["main"](["--tiny"])
+    record = script["main"](["--tiny", "--cache-dir", str(tmp_path / "cache")])
+    assert list((tmp_path / "cache").iterdir()), "the logit cache goes where --cache-dir says, not into the repository"
     assert set(record) >= {"cached", "online", "cached_minus_online_points"}
     assert all(0 <= record[m]["best_val_accuracy"] <= 1 for m in ("cached", "online"))
