@@ -267,7 +267,7 @@ def render_deployment(m: dict) -> str:
         return ""
     import kd_helpers as kd
     d = m["deployment"]
-    scheme = d.get("scheme", {"format": "QDQ", "weights": "int8, per output channel", "activations": "uint8"})  # before the scheme was recorded
+    scheme = d["scheme"]
     table = kd.compression_table(d["models"], d.get("order"))  # the JSON's keys are sorted; "order" keeps 05's
     changes = "; ".join(f"{label.split(',')[0]}: {-d['models'][label]['drop_points']:+.2f} points"
                         for label in d.get("order") or d["models"] if "drop_points" in d["models"][label])
@@ -278,7 +278,7 @@ def render_deployment(m: dict) -> str:
 `05_beyond_the_baseline` exports the students to ONNX and quantises them to int8 with ONNX Runtime's
 static quantisation ({scheme['format']}, weights {scheme['weights']}, activations {scheme['activations']} calibrated on {d['calibration_images']:,}
 training images). Test accuracy of the int8 model minus that of its PyTorch float32 source: {changes}.
-Speed on {d['run'].get('cpu', "this machine's CPU")}, {d['threads']} threads: latency at batch 1, throughput at batch 256 (images/s).
+Speed on {d['run']['cpu']}, {d['threads']} threads: latency at batch 1, throughput at batch 256 (images/s).
 
 {table}
 
