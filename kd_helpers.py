@@ -160,6 +160,16 @@ def fashion_mnist_splits(data_dir=None, download: bool = False, n_val: int = 500
     return splits
 
 
+def first_images(data: dict, n_train: int | None = None, n_test: int | None = None) -> dict:
+    """`data` with only its first n_train training and n_test test images (quick runs); None keeps all.
+    The validation split is never trimmed: model selection always sees all of it."""
+    if n_train:
+        for key in ("train_images", "train_labels", "train_index"):
+            data[key] = data[key][:n_train]
+    data["test_images"], data["test_labels"] = data["test_images"][:n_test], data["test_labels"][:n_test]
+    return data
+
+
 def normalization_constants(images: torch.Tensor, channels: int = 3) -> dict:
     """Per-channel mean and std of uint8 images scaled to [0, 1]; grey is replicated to `channels`."""
     pixels = images.double() / 255
@@ -797,6 +807,43 @@ def load_checkpoint(path, device="cpu", verify: bool = True):
         raise CheckpointError(f"checkpoint {path} has {extra[0]!r}, unknown to {meta.get('arch')}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in saved["state_dict"].items()})
     return model.to(device).eval(), meta
+
+
+def load_teacher(path, normalize: dict, device="cpu"):
+    """(teacher, meta, sha256) from a shipped teacher checkpoint, after checking that it was trained
+    with the data's normalisation constants; the SHA-256 names the teacher in runs and metrics."""
+    teacher, meta = load_checkpoint(path, device)
+    check_normalization(meta, normalize, path)
+    return teacher, meta, sha256_of(path)
+
+
+def ship_student(model, result: dict, test: dict, data: dict, path, metrics_path, *, arch: str,
+                 augmentation: dict, teacher_sha256: str | None, seed: int, device="cpu", **extra) -> dict:
+    """Ship a trained student: write the checkpoint (`meta` in the teachers' format, with `arch`,
+    `normalize`, `in_channels`, the training config and both accuracies), reload it from disk and check
+    that the reloaded model scores exactly `test["accuracy"]`, then write its metrics JSON (history,
+    accuracies, per-class accuracy, checkpoint SHA-256, plus `extra`). `result` is train_student's,
+    `test` is evaluate()'s on data's test split. Returns the metrics."""
+    labels = data["test_labels"]
+    meta = {"arch": arch, "normalize": data["normalize"], "in_channels": 3, "num_classes": 10,
+            "parameters": count_parameters(model), "mult_adds": count_mult_adds(model), "config": result["config"],
+            "augmentation": plain(augmentation), "teacher_mode": result["teacher_mode"],
+            "teacher_sha256": teacher_sha256 if result["teacher_mode"] else None,
+            "best_epoch": result["best_epoch"], "val_accuracy": result["best_val_accuracy"],
+            "test_accuracy": test["accuracy"], "train_seconds": result["train_seconds"],
+            "n_train": len(data["train_labels"]), **run_info(seed)}
+    digest = save_checkpoint(model, meta, path)
+    reloaded, reloaded_meta = load_checkpoint(path, device)
+    again = evaluate(reloaded, data["test_images"], labels, data["normalize"])["accuracy"]
+    if reloaded_meta["arch"] != arch or again != test["accuracy"]:
+        raise CheckpointError(f"{path}: the reloaded student ({reloaded_meta['arch']}, test accuracy {again}) "
+                              f"disagrees with the trained one ({arch}, {test['accuracy']})")
+    metrics = {"run": meta, "history": result["history"], "test_accuracy": test["accuracy"],
+               "val_accuracy": result["best_val_accuracy"],
+               "per_class_accuracy": dict(zip(CLASSES, per_class_accuracy(confusion_matrix(test["logits"], labels)))),
+               "checkpoint_sha256": digest, **extra}
+    write_json(metrics, metrics_path)
+    return metrics
 
 
 def check_parameters(**params) -> None:

@@ -237,3 +237,41 @@ def test_run_info_names_the_processor(tmp_path):
     cpuinfo.write_text("model name\t: Older CPU\nflags\t\t: fpu avx2\n")
     assert kd.cpu_name(cpuinfo) == "Older CPU"
     assert kd.cpu_name(tmp_path / "missing") and kd.run_info()["cpu"]
+
+
+def test_first_images_trims_train_and_test_but_never_validation(small_data):
+    data = kd.first_images(dict(small_data), n_train=100, n_test=50)
+    assert len(data["train_images"]) == len(data["train_labels"]) == len(data["train_index"]) == 100
+    assert len(data["test_images"]) == len(data["test_labels"]) == 50
+    assert len(data["val_labels"]) == len(small_data["val_labels"])
+    assert len(kd.first_images(dict(small_data))["train_labels"]) == len(small_data["train_labels"])
+
+
+def test_load_teacher_refuses_other_normalisation(tmp_path):
+    path = tmp_path / "teacher.pt"
+    normalize = {"mean": [0.3] * 3, "std": [0.4] * 3}
+    kd.save_checkpoint(kd.StudentNet(), {"arch": "student_net", "normalize": normalize}, path)
+    _, meta, digest = kd.load_teacher(path, normalize)
+    assert meta["arch"] == "student_net" and digest == kd.sha256_of(path)
+    with pytest.raises(ValueError, match="teacher.pt"):
+        kd.load_teacher(path, {"mean": [0.5] * 3, "std": [0.4] * 3})
+
+
+def test_ship_student_writes_a_reloadable_checkpoint_and_its_metrics(small_data, tmp_path):
+    config = dict(epochs=1, batch_size=64, seed=0, augmentation={"flip": True})
+    model, result = kd.train_student(small_data, config, prefix="s", run_dir=tmp_path, arch="student_gap",
+                                     max_batches=2)
+    test = kd.evaluate(model, small_data["test_images"], small_data["test_labels"], small_data["normalize"])
+    path, metrics_path = tmp_path / "student.pt", tmp_path / "student.json"
+    metrics = kd.ship_student(model, result, test, small_data, path, metrics_path, arch="student_gap",
+                              augmentation=config["augmentation"], teacher_sha256="abc", seed=0, note="extra")
+    saved = json.loads(metrics_path.read_text())
+    assert saved == json.loads(json.dumps(metrics)) and saved["note"] == "extra"
+    assert saved["test_accuracy"] == test["accuracy"] and saved["checkpoint_sha256"] == kd.sha256_of(path)
+    assert saved["run"]["teacher_sha256"] is None  # trained from scratch: no teacher is recorded
+    reloaded, meta = kd.load_checkpoint(path)
+    assert meta["arch"] == "student_gap" and meta["parameters"] == kd.count_parameters(reloaded) < 100_000
+    assert set(saved["per_class_accuracy"]) == set(kd.CLASSES)
+    with pytest.raises(kd.CheckpointError, match="disagrees"):
+        kd.ship_student(model, result, {**test, "accuracy": test["accuracy"] + 0.5}, small_data, path, metrics_path,
+                        arch="student_gap", augmentation={}, teacher_sha256=None, seed=0)
