@@ -57,6 +57,8 @@ def test_onnx_export_and_int8_quantisation_keep_the_predictions(trained_student,
     assert agreement > 0.95
     digest = kd.write_sha256(int8)
     assert (tmp_path / "int8" / "student_int8.onnx.sha256").read_text() == f"{digest}  student_int8.onnx\n"
+    with pytest.raises(ValueError, match="weights='int4'"):
+        kd.quantize_int8(fp32, tmp_path / "int4.onnx", calibration, weights="int4")
 
 
 def test_inference_speed_of_a_model_and_of_a_session(trained_student, tmp_path):

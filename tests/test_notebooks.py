@@ -63,3 +63,13 @@ def test_cached_vs_online_comparison_runs_tiny(tmp_path):
     assert list((tmp_path / "cache").iterdir()), "the logit cache goes where --cache-dir says, not into the repository"
     assert set(record) >= {"cached", "online", "cached_minus_online_points"}
     assert all(0 <= record[m]["best_val_accuracy"] <= 1 for m in ("cached", "online"))
+
+
+def test_int8_scheme_comparison_runs_tiny():
+    import runpy
+    from pathlib import Path
+    script = runpy.run_path(str(Path(reproduce.__file__).parent / "benchmarks" / "int8_schemes.py"))
+    record = script["main"](["--tiny"])
+    assert set(record["schemes"]) == {"float32", "U8S8", "U8S8, reduce_range", "U8U8 (shipped)", "S8S8"}
+    assert record["schemes"]["float32"]["agreement"] == 1.0 and record["n_val"] == 256
+    assert all(0 <= row["val_accuracy"] <= 1 for row in record["schemes"].values())
