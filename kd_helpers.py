@@ -157,6 +157,7 @@ def fashion_mnist_splits(data_dir=None, download: bool = False, n_val: int = 500
         "train_index": train_idx,
     }
     splits["normalize"] = normalization_constants(splits["train_images"])
+    splits["split_seed"] = seed
     return splits
 
 
@@ -831,7 +832,7 @@ def ship_student(model, result: dict, test: dict, data: dict, path, metrics_path
             "teacher_sha256": teacher_sha256 if result["teacher_mode"] else None,
             "best_epoch": result["best_epoch"], "val_accuracy": result["best_val_accuracy"],
             "test_accuracy": test["accuracy"], "train_seconds": result["train_seconds"],
-            "n_train": len(data["train_labels"]), **run_info(seed)}
+            "n_train": len(data["train_labels"]), "split_seed": data.get("split_seed"), **run_info(seed)}
     digest = save_checkpoint(model, meta, path)
     reloaded, reloaded_meta = load_checkpoint(path, device)
     again = evaluate(reloaded, data["test_images"], labels, data["normalize"])["accuracy"]

@@ -9,6 +9,7 @@ quick: every notebook on small parameters (minutes), all outputs under report/qu
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -62,12 +63,25 @@ TEACHER_STAGES = [
 ]
 
 
+# 04 again with other seeds (initial weights, shuffling, augmentation, dropout; the split stays the
+# teacher's), for mean and standard deviation. The shipped students are seed 0's, fixed before any run;
+# the other seeds' students stay in runs/, their metrics go to report/metrics/seeds/.
+STUDENT_SEEDS = (1, 2)
+SEED_RUNS = {f"04_distillation_seed{s}": {
+    "seed": s, "progress": False, "checkpoint_dir": f"runs/seed{s}/checkpoints", "figures_dir": f"runs/seed{s}/figures",
+    "metrics_dir": f"report/metrics/seeds/seed{s}"} for s in STUDENT_SEEDS}
+FULL_ORDER = [n for name in NOTEBOOKS for n in ([name, *SEED_RUNS] if name == "04_distillation" else [name])]
+
+
 def full_steps(names: list[str], train_teacher: bool) -> list[tuple[str, str, dict]]:
     """(notebook, record name, parameters) for a full run of `names`. The teacher (00) runs when asked
     or when its checkpoint is missing, preceded by every earlier stage whose checkpoint is missing
     (all of them when asked)."""
     steps = []
     for name in names:
+        if name in SEED_RUNS:
+            steps.append(("04_distillation", name, SEED_RUNS[name]))
+            continue
         if name == "00_train_teacher":
             if not (train_teacher or not (ROOT / "checkpoints" / "teacher_resnet50.pt").exists()):
                 continue
@@ -97,7 +111,10 @@ def pct(x: float) -> str:
 
 def load_metrics(report_dir: Path = ROOT / "report") -> dict:
     import json
-    return {p.stem: json.loads(p.read_text()) for p in sorted((report_dir / "metrics").glob("*.json"))}
+    m = {p.stem: json.loads(p.read_text()) for p in sorted((report_dir / "metrics").glob("*.json"))}
+    seeds = {int(d.name.removeprefix("seed")): {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
+             for d in sorted((report_dir / "metrics" / "seeds").glob("seed*"))}
+    return {**m, "seeds": seeds} if seeds else m
 
 
 def render_summary(m: dict) -> str:
@@ -163,6 +180,44 @@ def which_teacher(sha256: str, m: dict) -> str:
     shipped = m["teacher_evaluation"]["checkpoint_sha256"]
     return ("the shipped teacher" if sha256 == shipped else
             f"**an earlier teacher** (SHA-256 `{sha256[:12]}`, not the shipped `{shipped[:12]}`)")
+
+
+def seed_table(m: dict) -> dict:
+    """Test and validation accuracy of the KD and scratch students by seed (seed 0: the shipped ones), only
+    for seeds whose KD student learnt from the shipped teacher; with the mean and sample std of each column."""
+    shipped = m["teacher_evaluation"]["checkpoint_sha256"]
+    runs = {m["student_kd"]["run"]["seed"]: {"student_kd": m["student_kd"], "student_scratch": m["student_scratch"]},
+            **m.get("seeds", {})}
+    rows = {seed: {f"{name.removeprefix('student_')}_{split}": r[name][f"{split}_accuracy"]
+                   for name in ("student_kd", "student_scratch") for split in ("val", "test")}
+            for seed, r in sorted(runs.items()) if r["student_kd"]["run"]["teacher_sha256"] == shipped}
+    for row in rows.values():
+        row["kd_minus_scratch_test"] = row["kd_test"] - row["scratch_test"]
+    columns = list(next(iter(rows.values()))) if rows else []
+    mean = {c: statistics.mean(r[c] for r in rows.values()) for c in columns}
+    std = {c: statistics.stdev(r[c] for r in rows.values()) if len(rows) > 1 else 0.0 for c in columns}
+    return {"rows": rows, "mean": mean, "std": std}
+
+
+def render_seeds(m: dict) -> str:
+    """KD against scratch over several seeds, when 04's seed runs have run (report/metrics/seeds/)."""
+    t = seed_table(m)
+    if len(t["rows"]) < 2:
+        return ""
+    cols = ("kd_val", "kd_test", "scratch_val", "scratch_test")
+    rows = "\n".join(f"| {seed}{' (shipped)' if seed == m['student_kd']['run']['seed'] else ''} | "
+                     + " | ".join(pct(r[c]) for c in cols) + f" | {100 * r['kd_minus_scratch_test']:+.2f} |"
+                     for seed, r in t["rows"].items())
+    mean_std = " | ".join(f"{pct(t['mean'][c])} ± {100 * t['std'][c]:.2f}" for c in cols)
+    return f"""
+**Seeds.** `04` with {len(t['rows'])} seeds (initial weights, shuffling, augmentation and dropout; the same split and
+teacher), each student kept on validation; the shipped students are seed 0's, fixed before any run:
+
+| seed | KD validation | KD test | scratch validation | scratch test | KD − scratch (test, points) |
+|---|---:|---:|---:|---:|---:|
+{rows}
+| mean ± std | {mean_std} | {100 * t['mean']['kd_minus_scratch_test']:+.2f} ± {100 * t['std']['kd_minus_scratch_test']:.2f} |
+"""
 
 
 def render_improved(m: dict) -> str:
@@ -288,6 +343,25 @@ Speed on {d['run']['cpu']}, {d['threads']} threads: latency at batch 1, throughp
 """
 
 
+def render_int8_schemes(m: dict) -> str:
+    """The 8-bit schemes compared on one processor, when benchmarks/int8_schemes.py has run."""
+    if "int8_schemes" not in m:
+        return ""
+    r = m["int8_schemes"]
+    rows = "\n".join(f"| {name} | {pct(row['val_accuracy'])} | {pct(row['agreement'])} |"
+                     for name, row in r["schemes"].items())
+    return f"""
+Why uint8 weights: `python benchmarks/int8_schemes.py` quantised `{r['student']}` four ways (the same
+{r['calibration_images']:,} calibration images) and compared them on the {r['n_val']:,} validation images, on
+{r['run']['cpu']}. Without VNNI, ONNX Runtime's int8-weight kernels can saturate; the shipped scheme is the one
+that keeps the predictions on both kinds of processor.
+
+| scheme | validation accuracy | agrees with float32 |
+|---|---:|---:|
+{rows}
+"""
+
+
 def render_html(markdown: str, report_dir: Path = ROOT / "report") -> str:
     """A self-contained HTML page of report.md: the figures inlined as base64 PNG, no external files."""
     import base64
@@ -345,6 +419,10 @@ def render_report_from(m: dict) -> str:
     times += (f"| training the KD student, {cfg['epochs']} epochs (`04`) | {kd_['run']['train_seconds'] / 60:.0f} min |\n"
              f"| training the scratch student, {scratch['run']['config']['epochs']} epochs (`04`) | "
              f"{scratch['run']['train_seconds'] / 60:.0f} min |\n{times}")
+    seeds = seed_table(m)
+    seeds_note = (f"seed {kd_['run']['seed']}; over {len(seeds['rows'])} seeds {100 * seeds['mean']['kd_minus_scratch_test']:+.2f} "
+                  f"± {100 * seeds['std']['kd_minus_scratch_test']:.2f}, table under Students"
+                  if len(seeds["rows"]) > 1 else "one seed each")
     from torchinfo import summary
     import kd_helpers as kd
     torchinfo_table = str(summary(kd.StudentNet(), input_size=(1, 3, 28, 28), col_names=("output_size", "num_params"),
@@ -360,7 +438,7 @@ The distilled student is {design['teacher_over_student']['parameters']:.0f}x sma
 ({design['models']['StudentNet']['size_kb']:.0f} KB against {design['models']['ResNet50 teacher']['size_kb'] / 1024:.1f} MB of float32 weights)
 and needs {design['teacher_over_student']['mult_adds']:.1f}x fewer multiply-adds per image.
 Distillation against training from scratch, same budget and seed: {100 * (kd_['test_accuracy'] - scratch['test_accuracy']):+.2f} points of test accuracy
-(one seed each).
+({seeds_note}).
 
 ## Method
 
@@ -401,8 +479,8 @@ of {which_teacher(kd_['run']['teacher_sha256'], m)}.
 the validation loss with factor {cfg['factor']} and patience {cfg['patience']}.
 
 **Protocol.** Every model is selected on the validation split (best validation accuracy); the test set
-is evaluated once per kept model, at the end. Seed {kd_['run']['seed']} for the split, initial weights, shuffling,
-augmentation and dropout; torch {kd_['run']['torch']}, commit `{kd_['run']['git_commit'][:10]}`.
+is evaluated once per kept model, at the end. Split seed {kd_['run']['split_seed']} (the teacher's); seed {kd_['run']['seed']} for the initial weights,
+shuffling, augmentation and dropout of the shipped students; torch {kd_['run']['torch']}, commit `{kd_['run']['git_commit'][:10]}`.
 
 ## Results
 
@@ -430,7 +508,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}
+{render_seeds(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
 ## Reproduction
 
 ```bash
@@ -459,16 +537,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=["quick", "full"], default="quick")
     parser.add_argument("--train-teacher", action="store_true", help="retrain the teacher even if it is shipped")
-    parser.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run just these notebooks")
+    parser.add_argument("--only", nargs="+", choices=FULL_ORDER,
+                        help="run just these notebooks (or 04's seed runs, full profile only)")
     parser.add_argument("--report-only", action="store_true",
                         help="run no notebook: rewrite report.md, report.html and the README's results from report/metrics")
     args = parser.parse_args(argv)
-    names = [] if args.report_only else (args.only or NOTEBOOKS)
+    names = [] if args.report_only else (args.only or FULL_ORDER)
     if args.report_only:
         args.profile = "full"
     if args.profile == "quick":
         out = ROOT / "report" / "quick"
-        steps, executed = [(n, n, quick_parameters(out)[n]) for n in names], out / "executed"
+        steps, executed = [(n, n, quick_parameters(out)[n]) for n in names if n in NOTEBOOKS], out / "executed"
     else:
         steps, executed = full_steps(names, args.train_teacher), ROOT / "report" / "executed"
     import kd_helpers as kd

@@ -109,3 +109,32 @@ def test_summary_says_when_the_student_learnt_from_another_teacher():
     assert "earlier teacher" not in reproduce.render_summary(metrics)
     metrics["student_kd"]["run"]["teacher_sha256"] = "e" * 64
     assert "learnt from **an earlier teacher** (SHA-256 `eeeeeeeeeeee`" in reproduce.render_summary(metrics)
+
+
+def test_int8_scheme_section_appears_with_its_metrics():
+    metrics = reproduce.load_metrics(REPORT)
+    assert reproduce.render_int8_schemes({k: v for k, v in metrics.items() if k != "int8_schemes"}) == ""
+    metrics["int8_schemes"] = {"student": "student_kd.pt", "calibration_images": 2000, "n_val": 5000,
+                               "run": {"cpu": "AMD EPYC"},
+                               "schemes": {"float32": {"val_accuracy": 0.9338, "agreement": 1.0},
+                                           "U8S8": {"val_accuracy": 0.8938, "agreement": 0.9123}}}
+    text = reproduce.render_int8_schemes(metrics)
+    assert "| U8S8 | 89.38 % | 91.23 % |" in text and "on\nAMD EPYC" in text
+
+
+def test_seed_table_gives_mean_and_std_of_runs_with_the_shipped_teacher():
+    metrics = reproduce.load_metrics(REPORT)
+    metrics["student_kd"]["run"]["teacher_sha256"] = shipped = metrics["teacher_evaluation"]["checkpoint_sha256"]
+    metrics["student_kd"]["run"]["seed"] = 0
+    run = lambda teacher, val, test: {"run": {"teacher_sha256": teacher}, "val_accuracy": val, "test_accuracy": test}  # noqa: E731
+    metrics["seeds"] = {1: {"student_kd": run(shipped, 0.93, 0.92), "student_scratch": run(None, 0.93, 0.925)},
+                        2: {"student_kd": run("e" * 64, 0.99, 0.99), "student_scratch": run(None, 0.99, 0.99)}}
+    table = reproduce.seed_table(metrics)
+    assert list(table["rows"]) == [0, 1]  # seed 2 distilled another teacher: left out
+    kd_test = [metrics["student_kd"]["test_accuracy"], 0.92]
+    assert abs(table["mean"]["kd_test"] - sum(kd_test) / 2) < 1e-12
+    assert abs(table["std"]["kd_test"] - abs(kd_test[0] - kd_test[1]) / 2 ** 0.5) < 1e-12
+    text = reproduce.render_seeds(metrics)
+    assert "| 1 | 93.00 % | 92.00 % | 93.00 % | 92.50 % | -0.50 |" in text and "| 0 (shipped) |" in text
+    metrics["seeds"] = {}
+    assert reproduce.render_seeds(metrics) == ""

@@ -51,3 +51,15 @@ def test_a_missing_teacher_reuses_the_earlier_stages_present(monkeypatch, tmp_pa
     (tmp_path / "checkpoints" / "teacher_resnet50_stage3.pt").touch()
     steps = reproduce.full_steps(["00_train_teacher"], train_teacher=False)
     assert [record for _, record, _ in steps] == ["00_train_teacher"]
+
+
+def test_seed_runs_follow_04_and_keep_their_students_out_of_checkpoints(monkeypatch, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "teacher_resnet50.pt").touch()
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    records = [record for _, record, _ in reproduce.full_steps(reproduce.FULL_ORDER, train_teacher=False)]
+    at = records.index("04_distillation")
+    assert records[at + 1:at + 3] == ["04_distillation_seed1", "04_distillation_seed2"]
+    [(name, record, params)] = reproduce.full_steps(["04_distillation_seed2"], train_teacher=False)
+    assert name == "04_distillation" and params["seed"] == 2 and "split_seed" not in params
+    assert params["checkpoint_dir"].startswith("runs/") and params["metrics_dir"] == "report/metrics/seeds/seed2"
