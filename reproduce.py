@@ -123,12 +123,15 @@ def render_summary(m: dict) -> str:
     int8 = m.get("deployment", {}).get("models", {}).get("student kd, ONNX int8")
     int8_row = (f"| StudentNet, distilled, int8 ONNX ({int8['bytes'] / 1024:.0f} KB) | {int8['parameters']:,} | "
                 f"{pct(int8['test_accuracy'])} | — |\n") if int8 else ""
+    better = m.get("student_improved")
+    better_row = (f"| GapStudentNet, distilled (`04b`, a better student) | {better['run']['parameters']:,} | "
+                  f"{pct(better['test_accuracy'])} | {pct(better['val_accuracy'])} |\n") if better else ""
     return f"""| model | parameters | test accuracy | validation accuracy |
 |---|---:|---:|---:|
 | ResNet50 teacher | {teacher['parameters']:,} | {pct(teacher['test_accuracy'])} | {pct(teacher['val_accuracy'])} |
 | StudentNet, distilled (KD) | {kd_['run']['parameters']:,} | {pct(kd_['test_accuracy'])} | {pct(kd_['val_accuracy'])} |
 | StudentNet, from scratch | {scratch['run']['parameters']:,} | {pct(scratch['test_accuracy'])} | {pct(scratch['val_accuracy'])} |
-{int8_row}| homework report (KD), for reference | 95,386 | 93.93 % | — |
+{int8_row}{better_row}| homework report (KD), for reference | 95,386 | 93.93 % | — |
 """ + ("" if kd_["run"]["teacher_sha256"] == teacher["checkpoint_sha256"] else
        f"\nThe distilled student learnt from {which_teacher(kd_['run']['teacher_sha256'], m)}: `04` has not "
        f"run since the teacher changed.\n")

@@ -138,3 +138,12 @@ def test_seed_table_gives_mean_and_std_of_runs_with_the_shipped_teacher():
     assert "| 1 | 93.00 % | 92.00 % | 93.00 % | 92.50 % | -0.50 |" in text and "| 0 (shipped) |" in text
     metrics["seeds"] = {}
     assert reproduce.render_seeds(metrics) == ""
+
+
+def test_summary_lists_the_improved_student_when_it_ran():
+    metrics = reproduce.load_metrics(REPORT)
+    metrics.pop("student_improved", None)
+    assert "GapStudentNet" not in reproduce.render_summary(metrics)
+    metrics["student_improved"] = {"run": {"parameters": 94_250}, "val_accuracy": 0.9412, "test_accuracy": 0.9387}
+    assert "| GapStudentNet, distilled (`04b`, a better student) | 94,250 | 93.87 % | 94.12 % |" in \
+        reproduce.render_summary(metrics)
