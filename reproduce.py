@@ -356,8 +356,8 @@ def render_int8_schemes(m: dict) -> str:
     return f"""
 Why uint8 weights: `python benchmarks/int8_schemes.py` quantised `{r['student']}` four ways (the same
 {r['calibration_images']:,} calibration images) and compared them on the {r['n_val']:,} validation images, on
-{r['run']['cpu']}. Without VNNI, ONNX Runtime's int8-weight kernels can saturate; the shipped scheme is the one
-that keeps the predictions on both kinds of processor.
+{r['run']['cpu']}. The project ships U8U8 (uint8 weights) because on x86 processors without VNNI ONNX Runtime's
+int8-weight kernels can saturate; run the benchmark on such a processor to see the difference there.
 
 | scheme | validation accuracy | agrees with float32 |
 |---|---:|---:|
