@@ -223,6 +223,26 @@ teacher), each student kept on validation; the shipped students are seed 0's, fi
 """
 
 
+def render_headroom(m: dict) -> str:
+    """What the teacher knows that the students do not, when benchmarks/teacher_headroom.py has run."""
+    if "teacher_headroom" not in m:
+        return ""
+    h = m["teacher_headroom"]
+    rows = "\n".join(f"| {name} | {pct(s['val_accuracy'])} | {s['teacher_only']} | {s['student_only']} | {s['both_wrong']} |"
+                     for name, s in h["students"].items())
+    return f"""
+**What the teacher can teach.** `python benchmarks/teacher_headroom.py`, on the {h['n_val']:,} validation images
+({which_teacher(h['teacher_sha256'], m)}: {pct(h['teacher_val_accuracy'])}): images only the teacher gets right, only the
+student, and neither. On the first {h['n_train_checked']:,} training images the teacher's top class is the label for
+{pct(h['teacher_train_agreement'])} of them, and it gives the label {pct(h['teacher_train_label_probability'])} of its
+probability on average (T = 1).
+
+| student | validation | teacher only | student only | both wrong |
+|---|---:|---:|---:|---:|
+{rows}
+"""
+
+
 def render_improved(m: dict) -> str:
     """The better student under 100,000 parameters, when 04b_improved_student has run."""
     if "student_improved" not in m:
@@ -511,7 +531,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-{render_seeds(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
+{render_seeds(m)}{render_headroom(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
 ## Reproduction
 
 ```bash

@@ -73,3 +73,15 @@ def test_int8_scheme_comparison_runs_tiny():
     assert set(record["schemes"]) == {"float32", "U8S8", "U8S8, reduce_range", "U8U8 (shipped)", "S8S8"}
     assert record["schemes"]["float32"]["agreement"] == 1.0 and record["n_val"] == 256
     assert all(0 <= row["val_accuracy"] <= 1 for row in record["schemes"].values())
+
+
+def test_teacher_headroom_runs_tiny():
+    import runpy
+    from pathlib import Path
+    script = runpy.run_path(str(Path(reproduce.__file__).parent / "benchmarks" / "teacher_headroom.py"))
+    record = script["main"](["--tiny", "--students", "kd"])
+    assert record["n_val"] == 256 and set(record["students"]) == {"kd"}
+    counts = record["students"]["kd"]
+    wrong_teacher = round(256 * (1 - record["teacher_val_accuracy"]))
+    assert counts["student_only"] + counts["both_wrong"] == wrong_teacher  # the counts partition the errors
+    assert 0 < record["teacher_train_label_probability"] <= 1

@@ -147,3 +147,15 @@ def test_summary_lists_the_improved_student_when_it_ran():
     metrics["student_improved"] = {"run": {"parameters": 94_250}, "val_accuracy": 0.9412, "test_accuracy": 0.9387}
     assert "| GapStudentNet, distilled (`04b`, a better student) | 94,250 | 93.87 % | 94.12 % |" in \
         reproduce.render_summary(metrics)
+
+
+def test_headroom_section_appears_with_its_metrics():
+    metrics = reproduce.load_metrics(REPORT)
+    assert reproduce.render_headroom({k: v for k, v in metrics.items() if k != "teacher_headroom"}) == ""
+    metrics["teacher_headroom"] = {"teacher_sha256": metrics["teacher_evaluation"]["checkpoint_sha256"], "n_val": 5000,
+                                   "teacher_val_accuracy": 0.9404, "n_train_checked": 5000, "teacher_train_agreement": 0.9628,
+                                   "teacher_train_label_probability": 0.9398,
+                                   "students": {"kd": {"val_accuracy": 0.9342, "teacher_only": 134, "student_only": 103,
+                                                       "both_wrong": 195}}}
+    text = reproduce.render_headroom(metrics)
+    assert "| kd | 93.42 % | 134 | 103 | 195 |" in text and "the shipped teacher" in text and "96.28 %" in text
