@@ -374,7 +374,7 @@ def render_int8_schemes(m: dict) -> str:
     rows = "\n".join(f"| {name} | {pct(row['val_accuracy'])} | {pct(row['agreement'])} |"
                      for name, row in r["schemes"].items())
     return f"""
-Why uint8 weights: `python benchmarks/int8_schemes.py` quantised `{r['student']}` four ways (the same
+Why uint8 weights: `python benchmarks/int8_schemes.py` quantised `{r['student']}` {len(r['schemes']) - 1} ways (the same
 {r['calibration_images']:,} calibration images) and compared them on the {r['n_val']:,} validation images, on
 {r['run']['cpu']}. The project ships U8U8 (uint8 weights) because on x86 processors without VNNI ONNX Runtime's
 int8-weight kernels can saturate; run the benchmark on such a processor to see the difference there.

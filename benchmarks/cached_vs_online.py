@@ -33,18 +33,16 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     n_train, epochs = (256, 1) if args.tiny else (args.n_train, args.epochs)
     kd.check_parameters(epochs=epochs, n_train=n_train)
-    data = kd.fashion_mnist_splits()
-    for key in ("train_images", "train_labels", "train_index"):
-        data[key] = data[key][:n_train]
+    data = kd.first_images(kd.fashion_mnist_splits(), n_train)
     if args.tiny:
         data["val_images"], data["val_labels"] = data["val_images"][:256], data["val_labels"][:256]
     teacher_path = kd.project_path(args.teacher)
-    teacher, meta = kd.load_checkpoint(teacher_path)
+    teacher, meta, teacher_sha256 = kd.load_teacher(teacher_path, data["normalize"])
     teacher = teacher.to(memory_format=torch.channels_last)
     results = {}
     for mode in ("cached", "online"):
         start = time.time()
-        logits = (kd.teacher_logits_cache(teacher, data["train_images"], data["normalize"], kd.sha256_of(teacher_path),
+        logits = (kd.teacher_logits_cache(teacher, data["train_images"], data["normalize"], teacher_sha256,
                                           kd.project_path(args.cache_dir)) if mode == "cached" else None)
         torch.manual_seed(0)
         student = kd.StudentNet().to(memory_format=torch.channels_last)
@@ -55,7 +53,7 @@ def main(argv=None) -> dict:
         print(f"{mode:>7}: validation accuracy by epoch "
               f"{', '.join(f'{100 * a:.2f}%' for a in results[mode]['val_accuracy'])}; {results[mode]['seconds']:.0f} s")
     record = {"n_train": n_train, "epochs": epochs, "temperature": 4.0, "alpha": 0.5, "augmentation": AUG,
-              "teacher_arch": meta["arch"], "teacher_sha256": kd.sha256_of(teacher_path), **results,
+              "teacher_arch": meta["arch"], "teacher_sha256": teacher_sha256, **results,
               "cached_minus_online_points": 100 * (results["cached"]["best_val_accuracy"] - results["online"]["best_val_accuracy"]),
               "command": "python benchmarks/cached_vs_online.py", "run": kd.run_info(0)}
     print(f"cached - online: {record['cached_minus_online_points']:+.2f} points of best validation accuracy")
