@@ -187,13 +187,16 @@ def which_teacher(sha256: str, m: dict) -> str:
 
 def seed_table(m: dict) -> dict:
     """Test and validation accuracy of the KD and scratch students by seed (seed 0: the shipped ones), only
-    for seeds whose KD student learnt from the shipped teacher; with the mean and sample std of each column."""
+    for seeds whose KD student learnt from the shipped teacher with the shipped students' settings (apart
+    from the seed); with the mean and sample std of each column."""
     shipped = m["teacher_evaluation"]["checkpoint_sha256"]
+    settings = lambda r: {k: v for k, v in r["run"].get("config", {}).items() if k != "seed"}  # noqa: E731
     runs = {m["student_kd"]["run"]["seed"]: {"student_kd": m["student_kd"], "student_scratch": m["student_scratch"]},
             **m.get("seeds", {})}
     rows = {seed: {f"{name.removeprefix('student_')}_{split}": r[name][f"{split}_accuracy"]
                    for name in ("student_kd", "student_scratch") for split in ("val", "test")}
-            for seed, r in sorted(runs.items()) if r["student_kd"]["run"]["teacher_sha256"] == shipped}
+            for seed, r in sorted(runs.items()) if r["student_kd"]["run"]["teacher_sha256"] == shipped
+            and all(settings(r[n]) == settings(m[n]) for n in ("student_kd", "student_scratch"))}
     for row in rows.values():
         row["kd_minus_scratch_test"] = row["kd_test"] - row["scratch_test"]
     columns = list(next(iter(rows.values()))) if rows else []
