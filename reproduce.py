@@ -246,6 +246,29 @@ probability on average (T = 1).
 """
 
 
+def render_augmentation_pilot(m: dict) -> str:
+    """With and without random shifts, when benchmarks/augmentation_pilot.py has run."""
+    if "augmentation_pilot" not in m:
+        return ""
+    r = m["augmentation_pilot"]
+    describe = lambda c: ("flip" + (f" + shifts up to {c['augmentation']['translate']:g}" if c["augmentation"]["translate"] else "")  # noqa: E731
+                          + f", batch {c['batch_size']}")
+    rows = "\n".join(f"| {name} | {describe(v['config'])} | {pct(v['best_val_accuracy'])} (epoch {v['best_epoch']}) | "
+                     f"{pct(v['last_train_accuracy_augmented'])} | {pct(v['train_accuracy_eval_mode'])} |"
+                     for name, v in r["variants"].items())
+    epochs = max(v["config"]["epochs"] for v in r["variants"].values())
+    return f"""
+**Augmentation.** `python benchmarks/augmentation_pilot.py`: the KD student of `04` for {epochs} epochs with and without
+random shifts ({which_teacher(r['teacher_sha256'], m)}, seed 0, validation only). The last two columns show how well it
+fits: the last epoch's training accuracy on augmented images with dropout on, and the kept weights' accuracy on
+{r['n_fit_check']:,} training images in eval mode. `04` uses the flip alone since this pilot.
+
+| variant | augmentation | best validation | last epoch, training (augmented) | training images, eval mode |
+|---|---|---:|---:|---:|
+{rows}
+"""
+
+
 def render_improved(m: dict) -> str:
     """The better student under 100,000 parameters, when 04b_improved_student has run."""
     if "student_improved" not in m:
@@ -475,8 +498,8 @@ and normalised with the training split's mean {data['pixel_statistics']['mean']:
 {figure("samples_per_class", "Ten training images per class.")}
 {figure("augmentation_examples", "Each augmentation of the homework, then all four (batched, on tensors).")}
 
-**Augmentation used for training.** Horizontal flip: {aug['flip']}; rotation ±{aug['degrees']}°;
-translation ±{100 * aug['translate']:.0f} %; scale {aug['scale'][0]}-{aug['scale'][1]}.
+**Augmentation used for training the students** (`04`). Horizontal flip: {aug['flip']}; rotation ±{aug['degrees']}°;
+translation ±{100 * aug['translate']:.0f} %; scale {aug['scale'][0]}-{aug['scale'][1]}. The teacher's is in `00_train_teacher`.
 
 **Teacher.** torchvision's ResNet50 with a 10-class head ({teacher['parameters']:,} parameters), trained by
 `00_train_teacher` on the CPU in {len(stages)} stages, each keeping the epoch with the best validation accuracy
@@ -534,7 +557,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-{render_seeds(m)}{render_headroom(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
+{render_seeds(m)}{render_augmentation_pilot(m)}{render_headroom(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
 ## Reproduction
 
 ```bash

@@ -85,3 +85,17 @@ def test_teacher_headroom_runs_tiny():
     wrong_teacher = round(256 * (1 - record["teacher_val_accuracy"]))
     assert counts["student_only"] + counts["both_wrong"] == wrong_teacher  # the counts partition the errors
     assert 0 < record["teacher_train_label_probability"] <= 1
+
+
+def test_augmentation_pilot_runs_tiny(tmp_path):
+    import runpy
+    from pathlib import Path
+    script = runpy.run_path(str(Path(reproduce.__file__).parent / "benchmarks" / "augmentation_pilot.py"))
+    record = script["main"](["--tiny", "--variants", "flip_shift", "flip", "--run-dir", str(tmp_path / "runs"),
+                             "--cache-dir", str(tmp_path / "cache")])
+    assert set(record["variants"]) == {"flip_shift", "flip"} and record["n_train"] == 512
+    assert record["variants"]["flip_shift"]["config"]["augmentation"]["translate"] == 0.07
+    assert record["variants"]["flip"]["config"]["augmentation"]["translate"] == 0.0
+    assert all(0 <= v["best_val_accuracy"] <= 1 and 0 <= v["train_accuracy_eval_mode"] <= 1
+               for v in record["variants"].values())
+    assert list((tmp_path / "runs").glob("pilot_flip_shift_seed0_*.log")), "runs go where --run-dir says"

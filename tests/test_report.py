@@ -167,3 +167,18 @@ def test_headroom_section_appears_with_its_metrics():
                                                        "both_wrong": 195}}}
     text = reproduce.render_headroom(metrics)
     assert "| kd | 93.42 % | 134 | 103 | 195 |" in text and "the shipped teacher" in text and "96.28 %" in text
+
+
+def test_augmentation_pilot_section_appears_with_its_metrics():
+    metrics = reproduce.load_metrics(REPORT)
+    assert reproduce.render_augmentation_pilot({k: v for k, v in metrics.items() if k != "augmentation_pilot"}) == ""
+    config = {"epochs": 25, "batch_size": 128, "augmentation": {"flip": True, "translate": 0.07}}
+    variant = lambda config, val: {"config": config, "best_val_accuracy": val, "best_epoch": 24,  # noqa: E731
+                                   "last_train_accuracy_augmented": 0.92, "train_accuracy_eval_mode": 0.94}
+    metrics["augmentation_pilot"] = {"teacher_sha256": metrics["teacher_evaluation"]["checkpoint_sha256"],
+                                     "n_fit_check": 5000, "variants": {
+                                         "flip_shift": variant(config, 0.9298),
+                                         "flip": variant({**config, "augmentation": {"flip": True, "translate": 0.0}}, 0.9332)}}
+    text = reproduce.render_augmentation_pilot(metrics)
+    assert "| flip_shift | flip + shifts up to 0.07, batch 128 | 92.98 % (epoch 24) | 92.00 % | 94.00 % |" in text
+    assert "| flip | flip, batch 128 | 93.32 % (epoch 24) |" in text and "the shipped teacher" in text

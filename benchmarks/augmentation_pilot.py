@@ -1,0 +1,71 @@
+"""Does the homework's student underfit? Its KD training with and without random shifts, on validation.
+
+    python benchmarks/augmentation_pilot.py          # writes report/metrics/augmentation_pilot.json
+    python benchmarks/augmentation_pilot.py --tiny   # 512 images, 1 epoch, as the test suite runs it
+
+Until session 6, `04` shifted the images by up to 2 pixels besides mirroring them, and its students'
+training accuracy (augmented images, dropout on) stayed below their validation accuracy for all 50
+epochs: they underfit, and augmentation only makes fitting harder. This trains the KD student of `04`
+(the shipped teacher's cached logits, T = 1, alpha = 0.3, Adam 1e-3, ReduceLROnPlateau 0.5 / 2, seed 0)
+for 25 epochs with each augmentation below and reports the best validation accuracy and the accuracy
+on 5,000 training images in eval mode (no augmentation, no dropout: how well the student fits what it
+learns from). The test set is not touched. Runs are resumable and replay from runs/pilots/.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import kd_helpers as kd
+
+FLIP = {"flip": True, "degrees": 0.0, "translate": 0.0, "scale": (1.0, 1.0)}
+VARIANTS = {  # name -> changes to the base configuration
+    "flip_shift": {"augmentation": {**FLIP, "translate": 0.07}},  # 04 until session 6
+    "flip": {},                                                   # 04 from session 6
+    "flip_bs64": {"batch_size": 64},
+}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="512 training images, 1 epoch (the test suite's run)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--teacher", default="checkpoints/teacher_resnet50.pt")
+    parser.add_argument("--run-dir", default="runs/pilots", help="resumable runs and logs (ignored by git)")
+    parser.add_argument("--cache-dir", default="runs/cache", help="the teacher-logit cache")
+    parser.add_argument("--out", default="report/metrics/augmentation_pilot.json")
+    args = parser.parse_args(argv)
+    data = kd.fashion_mnist_splits()
+    if args.tiny:
+        data = {**kd.first_images(data, 512, 0), "val_images": data["val_images"][:256],
+                "val_labels": data["val_labels"][:256]}
+    teacher, _, teacher_sha256 = kd.load_teacher(kd.project_path(args.teacher), data["normalize"])
+    logits = kd.teacher_logits_cache(teacher, data["train_images"], data["normalize"], teacher_sha256,
+                                     kd.project_path(args.cache_dir))
+    base = dict(epochs=1 if args.tiny else args.epochs, batch_size=128, lr=1e-3, optimizer="adam",
+                schedule="plateau", factor=0.5, patience=2, augmentation=FLIP, seed=0, temperature=1.0, alpha=0.3)
+    n_fit = min(5000, len(data["train_labels"]))
+    result = {"teacher_sha256": teacher_sha256, "n_train": len(data["train_labels"]), "n_val": len(data["val_labels"]),
+              "n_fit_check": n_fit, "variants": {}, "run": kd.run_info(0)}
+    for name in args.variants:
+        config = {**base, **VARIANTS[name]}
+        model, fit = kd.train_student(data, config, prefix=f"pilot_{name}", run_dir=kd.project_path(args.run_dir),
+                                      teacher_logits=logits, teacher_sha256=teacher_sha256)
+        fitted = kd.evaluate(model, data["train_images"][:n_fit], data["train_labels"][:n_fit], data["normalize"])
+        last = fit["history"][-1]
+        result["variants"][name] = {
+            "config": kd.plain(config), "best_val_accuracy": fit["best_val_accuracy"], "best_epoch": fit["best_epoch"],
+            "last_train_accuracy_augmented": last["train_accuracy"], "last_val_accuracy": last["val_accuracy"],
+            "train_accuracy_eval_mode": fitted["accuracy"], "train_seconds": fit["train_seconds"],
+            "val_accuracy_by_epoch": [h["val_accuracy"] for h in fit["history"]]}
+        print(f"{name}: best validation {100 * fit['best_val_accuracy']:.2f}% (epoch {fit['best_epoch']}), "
+              f"training images in eval mode {100 * fitted['accuracy']:.2f}%", flush=True)
+    if not args.tiny:
+        kd.write_json(result, kd.project_path(args.out))
+    return result
+
+
+if __name__ == "__main__":
+    main()
