@@ -1061,6 +1061,16 @@ def export_onnx(model: nn.Module, path) -> Path:
     return path
 
 
+def calibration_images(data: dict, n: int, seed: int = 0) -> torch.Tensor:
+    """`n` training images drawn at random (seeded), normalised as the models see them: the activation
+    ranges of the int8 models are calibrated on these, never on validation or test images."""
+    if not 0 < n <= len(data["train_labels"]):
+        raise ValueError(f"{n} calibration images requested, but the training split has "
+                         f"{len(data['train_labels']):,}: choose 1 to {len(data['train_labels']):,}")
+    pick = torch.randperm(len(data["train_labels"]), generator=torch.Generator().manual_seed(seed))[:n]
+    return to_model_input(data["train_images"][pick], data["normalize"])
+
+
 INT8_SCHEME = {"format": "QDQ", "weights": "uint8, per output channel", "activations": "uint8"}
 
 

@@ -16,8 +16,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
-
 import kd_helpers as kd
 
 SCHEMES = {  # name: quantize_int8 keyword arguments
@@ -40,9 +38,7 @@ def main(argv=None) -> dict:
     data = kd.fashion_mnist_splits()
     model, meta = kd.load_checkpoint(kd.project_path(args.student))
     kd.check_normalization(meta, data["normalize"], args.student)
-    g = torch.Generator().manual_seed(0)  # the draw of 05 with seed 0
-    pick = torch.randperm(len(data["train_labels"]), generator=g)[:n_calibration]
-    calibration = kd.to_model_input(data["train_images"][pick], data["normalize"])
+    calibration = kd.calibration_images(data, n_calibration, seed=0)  # the draw of 05 with seed 0
     images, labels = data["val_images"][:n_val], data["val_labels"][:n_val]
     accuracy = lambda logits: (logits.argmax(1) == labels).float().mean().item()  # noqa: E731
     rows = {}

@@ -49,7 +49,8 @@ def test_onnx_export_and_int8_quantisation_keep_the_predictions(trained_student,
     assert [p.name for p in tmp_path.iterdir()] == ["student.onnx"], "the ONNX file must be self-contained"
     exported = kd.onnx_predict(kd.onnx_session(fp32), images, normalize, batch_size=100)
     assert torch.allclose(exported, reference, atol=1e-4)
-    calibration = kd.to_model_input(small_data["train_images"][:256], normalize)
+    calibration = kd.calibration_images(small_data, 256, seed=0)
+    assert calibration.shape == (256, 3, 28, 28) and torch.equal(calibration, kd.calibration_images(small_data, 256, seed=0))
     int8 = kd.quantize_int8(fp32, tmp_path / "int8" / "student_int8.onnx", calibration)
     assert int8.stat().st_size < fp32.stat().st_size / 3
     quantised = kd.onnx_predict(kd.onnx_session(int8), images, normalize)
@@ -72,3 +73,8 @@ def test_compression_table_keeps_the_order_given():
     row = dict(test_accuracy=0.9123, parameters=95_386, mult_adds=9_780_000, bytes=2048, latency_ms=0.5, images_per_s=1234.4)
     table = kd.compression_table({"b": row, "a": {**row, "test_accuracy": 0.5}}, order=["a", "b"]).splitlines()
     assert table[2].startswith("| a | 50.00 % |") and table[3] == "| b | 91.23 % | 95,386 | 9.78M | 2 KB | 0.50 ms | 1,234 |"
+
+
+def test_calibration_images_refuse_an_impossible_count(small_data):
+    with pytest.raises(ValueError, match="training split has"):
+        kd.calibration_images(small_data, len(small_data["train_labels"]) + 1)
