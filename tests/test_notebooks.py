@@ -15,6 +15,18 @@ def outputs_text(path):
 
 
 @pytest.mark.parametrize("name", reproduce.NOTEBOOKS)
+def test_papermill_reads_every_parameter(name):
+    """`papermill --help-notebook` lists each parameter with its comment; a line it cannot parse (an `=` in
+    the comment, say) drops out of that list with a warning."""
+    from papermill.translators import PythonTranslator
+    path = reproduce.ROOT / "notebooks" / f"{name}.ipynb"
+    cell = next(c for c in json.loads(path.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    source = "".join(cell["source"])
+    assigned = [line.split("=")[0].strip() for line in source.splitlines() if line[:1].isalpha()]
+    assert [p.name for p in PythonTranslator.inspect({"source": source})] == assigned
+
+
+@pytest.mark.parametrize("name", reproduce.NOTEBOOKS)
 def test_notebook_runs_quick(name, tmp_path):
     params = reproduce.quick_parameters(tmp_path)[name]
     out = tmp_path / f"{name}.ipynb"
