@@ -269,6 +269,25 @@ fits: the last epoch's training accuracy on augmented images with dropout on, an
 """
 
 
+def render_teacher_ensemble(m: dict) -> str:
+    """The shipped models' averaged predictions against the teacher alone, when benchmarks/teacher_ensemble.py has run."""
+    if "teacher_ensemble" not in m:
+        return ""
+    r = m["teacher_ensemble"]
+    ranked = sorted(r["val_accuracy"].items(), key=lambda kv: -kv[1])
+    shown = [kv for kv in ranked if " + " not in kv[0]] + [kv for kv in ranked if " + " in kv[0]][:3]
+    rows = "\n".join(f"| {combo} | {pct(acc)} |" for combo, acc in sorted(shown, key=lambda kv: -kv[1]))
+    return f"""
+**A better soft-target source?** `python benchmarks/teacher_ensemble.py` averages the softmax outputs of every
+combination of {len(r['models'])} shipped models on the {r['n_val']:,} validation images ({len(r['val_accuracy'])} combinations;
+below: each model alone and the best three averages):
+
+| models averaged | validation |
+|---|---:|
+{rows}
+"""
+
+
 def render_improved(m: dict) -> str:
     """The better student under 100,000 parameters, when 04b_improved_student has run."""
     if "student_improved" not in m:
@@ -557,7 +576,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-{render_seeds(m)}{render_augmentation_pilot(m)}{render_headroom(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
+{render_seeds(m)}{render_augmentation_pilot(m)}{render_headroom(m)}{render_teacher_ensemble(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
 ## Reproduction
 
 ```bash

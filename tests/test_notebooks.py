@@ -111,3 +111,13 @@ def test_augmentation_pilot_runs_tiny(tmp_path):
     assert all(0 <= v["best_val_accuracy"] <= 1 and 0 <= v["train_accuracy_eval_mode"] <= 1
                for v in record["variants"].values())
     assert list((tmp_path / "runs").glob("pilot_flip_shift_seed0_*.log")), "runs go where --run-dir says"
+
+
+def test_teacher_ensemble_runs_tiny():
+    import runpy
+    from pathlib import Path
+    script = runpy.run_path(str(Path(reproduce.__file__).parent / "benchmarks" / "teacher_ensemble.py"))
+    record = script["main"](["--tiny", "--models", "stage 4 (shipped)", "improved student"])
+    assert record["n_val"] == 256
+    assert set(record["val_accuracy"]) == {"stage 4 (shipped)", "improved student", "stage 4 (shipped) + improved student"}
+    assert all(0 <= acc <= 1 for acc in record["val_accuracy"].values())

@@ -182,3 +182,15 @@ def test_augmentation_pilot_section_appears_with_its_metrics():
     text = reproduce.render_augmentation_pilot(metrics)
     assert "| flip_shift | flip + shifts up to 0.07, batch 128 | 92.98 % (epoch 24) | 92.00 % | 94.00 % |" in text
     assert "| flip | flip, batch 128 | 93.32 % (epoch 24) |" in text and "the shipped teacher" in text
+
+
+def test_teacher_ensemble_section_ranks_single_models_and_the_best_averages():
+    metrics = reproduce.load_metrics(REPORT)
+    assert reproduce.render_teacher_ensemble({k: v for k, v in metrics.items() if k != "teacher_ensemble"}) == ""
+    metrics["teacher_ensemble"] = {"n_val": 5000, "models": {"a": "a.pt", "b": "b.pt", "c": "c.pt"},
+                                   "val_accuracy": {"a": 0.94, "b": 0.93, "c": 0.92, "a + b": 0.95, "a + c": 0.90,
+                                                    "b + c": 0.91, "a + b + c": 0.96}}
+    text = reproduce.render_teacher_ensemble(metrics)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "%" in line]
+    assert rows == ["| a + b + c | 96.00 % |", "| a + b | 95.00 % |", "| a | 94.00 % |", "| b | 93.00 % |",
+                    "| c | 92.00 % |", "| b + c | 91.00 % |"]  # every single model, the best three averages

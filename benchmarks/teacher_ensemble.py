@@ -1,0 +1,54 @@
+"""Would an ensemble of the shipped models be a better teacher? Their averaged predictions, on validation.
+
+    python benchmarks/teacher_ensemble.py          # writes report/metrics/teacher_ensemble.json
+    python benchmarks/teacher_ensemble.py --tiny   # 256 images, as the test suite runs it
+
+`benchmarks/teacher_headroom.py` finds the teacher barely ahead of its students. A stronger teacher
+needs more compute than a CPU session, but the project already ships five other models: the teacher's
+three earlier stages and the improved student. Averaging the softmax outputs of several models is the
+classic way to a better soft-target source (Hinton et al. distilled ensembles); this measures, on the
+validation split only, every such average against the shipped teacher alone.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import torch
+
+import kd_helpers as kd
+
+MODELS = {"stage 4 (shipped)": "checkpoints/teacher_resnet50.pt",
+          "stage 3": "checkpoints/teacher_resnet50_stage3.pt",
+          "stage 2": "checkpoints/teacher_resnet50_stage2.pt",
+          "stage 1 (default stem)": "checkpoints/teacher_resnet50_default_stem.pt",
+          "improved student": "checkpoints/student_improved.pt"}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="256 validation images (the test suite's run)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--out", default="report/metrics/teacher_ensemble.json")
+    args = parser.parse_args(argv)
+    data = kd.fashion_mnist_splits()
+    n = 256 if args.tiny else None
+    images, labels = data["val_images"][:n], data["val_labels"][:n]
+    probabilities = {}
+    for name in args.models:
+        model, _, _ = kd.load_teacher(kd.project_path(MODELS[name]), data["normalize"])
+        probabilities[name] = kd.predict(model, images, data["normalize"]).softmax(1)
+    accuracy = lambda p: (p.argmax(1) == labels).float().mean().item()  # noqa: E731
+    ensembles = {" + ".join(combo): accuracy(torch.stack([probabilities[m] for m in combo]).mean(0))
+                 for size in range(1, len(args.models) + 1) for combo in itertools.combinations(args.models, size)}
+    result = {"n_val": len(labels), "models": {name: MODELS[name] for name in args.models},
+              "val_accuracy": ensembles, "run": kd.run_info(0)}
+    for combo, acc in sorted(ensembles.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"{100 * acc:6.2f}%  {combo}")
+    if not args.tiny:
+        kd.write_json(result, kd.project_path(args.out))
+    return result
+
+
+if __name__ == "__main__":
+    main()
