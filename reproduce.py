@@ -276,11 +276,13 @@ def render_teacher_ensemble(m: dict) -> str:
     r = m["teacher_ensemble"]
     ranked = sorted(r["val_accuracy"].items(), key=lambda kv: -kv[1])
     shown = [kv for kv in ranked if " + " not in kv[0]] + [kv for kv in ranked if " + " in kv[0]][:3]
-    rows = "\n".join(f"| {combo} | {pct(acc)} |" for combo, acc in sorted(shown, key=lambda kv: -kv[1]))
+    teachers = [kv for kv in ranked if " + " in kv[0] and "student" not in kv[0]]
+    shown += teachers[:1]
+    rows = "\n".join(f"| {combo} | {pct(acc)} |" for combo, acc in sorted(set(shown), key=lambda kv: -kv[1]))
     return f"""
 **A better soft-target source?** `python benchmarks/teacher_ensemble.py` averages the softmax outputs of every
 combination of {len(r['models'])} shipped models on the {r['n_val']:,} validation images ({len(r['val_accuracy'])} combinations;
-below: each model alone and the best three averages):
+below: each model alone, the best three averages and the best average of teachers only):
 
 | models averaged | validation |
 |---|---:|
