@@ -182,6 +182,8 @@ def test_augmentation_pilot_section_appears_with_its_metrics():
     text = reproduce.render_augmentation_pilot(metrics)
     assert "| flip_shift | flip + shifts up to 0.07, batch 128 | 92.98 % (epoch 24) | 92.00 % | 94.00 % |" in text
     assert "| flip | flip, batch 128 | 93.32 % (epoch 24) |" in text and "the shipped teacher" in text
+    metrics["student_kd"]["run"]["augmentation"] = {"flip": True, "translate": 0.07}
+    assert "students of `04` trained with: flip + shifts up to 0.07." in reproduce.render_augmentation_pilot(metrics)
 
 
 def test_teacher_ensemble_section_ranks_single_models_and_the_best_averages():
