@@ -2,8 +2,9 @@
 
 Sections, in the order data flows through them:
     1. data        find, verify and load the IDX files; split; normalise; batched augmentation
-    2. models      StudentNet (the homework's), GapStudentNet (the improved one), the ResNet50 teacher, build_model(arch)
-    3. losses      distillation_loss (Hinton et al., 2015), decoupled_kd_loss (Zhao et al., 2022)
+    2. models      StudentNet (the homework's), GapStudentNet (the improved one), the ResNet50 teacher,
+                   TeacherEnsemble, build_model(arch)
+    3. losses      distillation_loss (Hinton et al., 2015), average_soft_targets, decoupled_kd_loss (Zhao et al., 2022)
     4. training    train_one_epoch (optionally compiled), fit (resumable, atomic checkpoints), logit cache
     5. evaluation  predict, evaluate, confusion matrix, calibration
     6. artefacts   checkpoints (weights_only), metrics JSON, run info, parameter checks
@@ -314,6 +315,18 @@ def build_model(arch: str) -> nn.Module:
     return ARCHS[arch]()
 
 
+class TeacherEnsemble(nn.Module):
+    """Several trained models as one teacher: its logits are `average_soft_targets` of theirs, so its
+    softmax is the mean of their softmax outputs (for online distillation and for evaluating it)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        return average_soft_targets([member(x) for member in self.members])
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -352,6 +365,16 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
     kl = F.kl_div(F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
                   reduction="batchmean", log_target=True)
     return alpha * T * T * kl + (1 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+def average_soft_targets(logits: list[torch.Tensor]) -> torch.Tensor:
+    """Logits of an ensemble: log of the mean of the members' softmax outputs, so that softmax(result)
+    is that mean (at T = 1; at other temperatures it is softened like any logits). One member's
+    logits come back unchanged."""
+    if len(logits) == 1:
+        return logits[0]
+    log_probs = torch.stack([F.log_softmax(x.float(), dim=-1) for x in logits])
+    return torch.logsumexp(log_probs, dim=0) - math.log(len(logits))
 
 
 def decoupled_kd_loss(student_logits, teacher_logits, labels, temperature: float = 4.0, alpha: float = 1.0,
@@ -868,6 +891,8 @@ def check_parameters(**params) -> None:
             fail(name, value, "a non-negative number")
         if name == "optimizer" and value not in ("adam", "sgd"):
             fail(name, value, "'adam' (AdamW) or 'sgd'")
+        if name == "extra_teachers" and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            fail(name, value, "a list of checkpoint paths, [] for none")
         if name == "arch" and value not in ARCHS:
             fail(name, value, f"one of {', '.join(ARCHS)}")
         if name == "profile" and value not in ("quick", "full"):

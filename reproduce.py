@@ -70,7 +70,20 @@ STUDENT_SEEDS = (1, 2)
 SEED_RUNS = {f"04_distillation_seed{s}": {
     "seed": s, "progress": False, "checkpoint_dir": f"runs/seed{s}/checkpoints", "figures_dir": f"runs/seed{s}/figures",
     "metrics_dir": f"report/metrics/seeds/seed{s}"} for s in STUDENT_SEEDS}
-FULL_ORDER = [n for name in NOTEBOOKS for n in ([name, *SEED_RUNS] if name == "04_distillation" else [name])]
+
+# 04 again per seed with soft targets from the teacher and the improved student together (04b's
+# student, so these run after 04b): does a better source of soft targets make KD win? KD students
+# only, compared with the same seed's scratch student; students stay in runs/, their metrics go to
+# report/metrics/ensemble/.
+ENSEMBLE_SEEDS = (0, 1, 2)
+ENSEMBLE_RUNS = {f"04_distillation_ensemble_seed{s}": {
+    "seed": s, "students": ["kd"], "extra_teachers": ["checkpoints/student_improved.pt"], "progress": False,
+    "checkpoint_dir": f"runs/ensemble_seed{s}/checkpoints", "figures_dir": f"runs/ensemble_seed{s}/figures",
+    "metrics_dir": f"report/metrics/ensemble/seed{s}"} for s in ENSEMBLE_SEEDS}
+VARIANT_RUNS = {**SEED_RUNS, **ENSEMBLE_RUNS}  # record name -> 04's parameters
+FULL_ORDER = [n for name in NOTEBOOKS for n in (
+    [name, *SEED_RUNS] if name == "04_distillation" else
+    [name, *ENSEMBLE_RUNS] if name == "04b_improved_student" else [name])]
 
 
 def full_steps(names: list[str], train_teacher: bool) -> list[tuple[str, str, dict]]:
@@ -79,8 +92,8 @@ def full_steps(names: list[str], train_teacher: bool) -> list[tuple[str, str, di
     (all of them when asked)."""
     steps = []
     for name in names:
-        if name in SEED_RUNS:
-            steps.append(("04_distillation", name, SEED_RUNS[name]))
+        if name in VARIANT_RUNS:
+            steps.append(("04_distillation", name, VARIANT_RUNS[name]))
             continue
         if name == "00_train_teacher":
             if not (train_teacher or not (ROOT / "checkpoints" / "teacher_resnet50.pt").exists()):
@@ -112,9 +125,12 @@ def pct(x: float) -> str:
 def load_metrics(report_dir: Path = ROOT / "report") -> dict:
     import json
     m = {p.stem: json.loads(p.read_text()) for p in sorted((report_dir / "metrics").glob("*.json"))}
-    seeds = {int(d.name.removeprefix("seed")): {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
-             for d in sorted((report_dir / "metrics" / "seeds").glob("seed*"))}
-    return {**m, "seeds": seeds} if seeds else m
+    for group in ("seeds", "ensemble"):  # 04's seed runs and ensemble runs, by seed
+        runs = {int(d.name.removeprefix("seed")): {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
+                for d in sorted((report_dir / "metrics" / group).glob("seed*"))}
+        if runs:
+            m[group] = runs
+    return m
 
 
 def render_summary(m: dict) -> str:
@@ -608,7 +624,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", choices=["quick", "full"], default="quick")
     parser.add_argument("--train-teacher", action="store_true", help="retrain the teacher even if it is shipped")
     parser.add_argument("--only", nargs="+", choices=FULL_ORDER,
-                        help="run just these notebooks (or 04's seed runs, full profile only)")
+                        help="run just these notebooks (or 04's seed and ensemble runs, full profile only)")
     parser.add_argument("--report-only", action="store_true",
                         help="run no notebook: rewrite report.md, report.html and the README's results from report/metrics")
     args = parser.parse_args(argv)
