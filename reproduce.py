@@ -269,18 +269,21 @@ def render_augmentation_pilot(m: dict) -> str:
     r = m["augmentation_pilot"]
     shifts = lambda a: f" + shifts up to {a['translate']:g}" if a["translate"] else ""  # noqa: E731
     describe = lambda c: f"flip{shifts(c['augmentation'])}, batch {c['batch_size']}"  # noqa: E731
-    rows = "\n".join(f"| {name} | {describe(v['config'])} | {pct(v['best_val_accuracy'])} (epoch {v['best_epoch']}) | "
+    rows = "\n".join(f"| {name} | {describe(v['config'])} | {v['config']['epochs']}, patience {v['config'].get('patience', 2)} | "
+                     f"{pct(v['best_val_accuracy'])} (epoch {v['best_epoch']}) | "
                      f"{pct(v['last_train_accuracy_augmented'])} | {pct(v['train_accuracy_eval_mode'])} |"
                      for name, v in r["variants"].items())
-    epochs = max(v["config"]["epochs"] for v in r["variants"].values())
+    kd_run = m["student_kd"]["run"]
     return f"""
-**Augmentation.** `python benchmarks/augmentation_pilot.py`: the KD student of `04` for {epochs} epochs with and without
-random shifts ({which_teacher(r['teacher_sha256'], m)}, seed 0, validation only). The last two columns show how well it
-fits: the last epoch's training accuracy on augmented images with dropout on, and the kept weights' accuracy on
-{r['n_fit_check']:,} training images in eval mode. The shipped students of `04` trained with: flip{shifts(m['student_kd']['run']['augmentation'])}.
+**Augmentation and steps.** `python benchmarks/augmentation_pilot.py`: the KD student of `04` with and without random
+shifts, with batch 64 and with a longer schedule ({which_teacher(r['teacher_sha256'], m)}, seed 0, validation only). The
+last two columns show how well it fits: the last epoch's training accuracy on augmented images with dropout on, and the
+kept weights' accuracy on {r['n_fit_check']:,} training images in eval mode. The shipped students of `04` trained with:
+flip{shifts(kd_run['augmentation'])}, batch {kd_run['config']['batch_size']}, {kd_run['config']['epochs']} epochs, patience
+{kd_run['config']['patience']} (the KD student: validation {pct(m['student_kd']['val_accuracy'])}).
 
-| variant | augmentation | best validation | last epoch, training (augmented) | training images, eval mode |
-|---|---|---:|---:|---:|
+| variant | augmentation | epochs | best validation | last epoch, training (augmented) | training images, eval mode |
+|---|---|---|---:|---:|---:|
 {rows}
 """
 
@@ -304,6 +307,54 @@ below: each model alone, the best three averages and the best average of teacher
 |---|---:|
 {rows}
 """
+
+
+def ensemble_kd_table(m: dict) -> dict:
+    """Per seed of 04's ensemble runs: the ensemble KD student's validation and test accuracy, next to
+    the same seed's students distilled from the teacher alone and from scratch, where those were
+    trained with the same settings; with the mean and sample std of each column over complete rows."""
+    baseline = {m["student_kd"]["run"]["seed"]: {"student_kd": m["student_kd"], "student_scratch": m["student_scratch"]},
+                **m.get("seeds", {})}
+    rows = {}
+    for seed, r in sorted(m.get("ensemble", {}).items()):
+        e, b = r["student_kd"], baseline.get(seed, {})
+        row = {"soft_val": e["soft_targets"]["val_accuracy"], "soft_test": e["soft_targets"]["test_accuracy"],
+               "ensemble_val": e["val_accuracy"], "ensemble_test": e["test_accuracy"]}
+        if "student_kd" in b and b["student_kd"]["run"]["config"] == e["run"]["config"]:
+            row.update(teacher_test=b["student_kd"]["test_accuracy"], scratch_test=b["student_scratch"]["test_accuracy"])
+            row["ensemble_minus_scratch_test"] = row["ensemble_test"] - row["scratch_test"]
+        rows[seed] = row
+    complete = [r for r in rows.values() if "scratch_test" in r]
+    columns = list(complete[0]) if complete else []
+    mean = {c: statistics.mean(r[c] for r in complete) for c in columns}
+    std = {c: statistics.stdev(r[c] for r in complete) if len(complete) > 1 else 0.0 for c in columns}
+    return {"rows": rows, "mean": mean, "std": std, "n_complete": len(complete)}
+
+
+def render_ensemble_kd(m: dict) -> str:
+    """Distilling StudentNet from the teacher + improved student ensemble, when 04's ensemble runs have run."""
+    if not m.get("ensemble"):
+        return ""
+    t = ensemble_kd_table(m)
+    members = next(iter(m["ensemble"].values()))["student_kd"]["soft_targets"]["members"]
+    cols = ("ensemble_val", "ensemble_test", "teacher_test", "scratch_test")
+    cell = lambda r, c: pct(r[c]) if c in r else "—"  # noqa: E731
+    rows = "\n".join(f"| {seed} | {pct(r['soft_val'])} / {pct(r['soft_test'])} | " + " | ".join(cell(r, c) for c in cols)
+                     + (f" | {100 * r['ensemble_minus_scratch_test']:+.2f} |" if "scratch_test" in r else " | — |")
+                     for seed, r in t["rows"].items())
+    mean = ("| mean ± std | | " + " | ".join(f"{pct(t['mean'][c])} ± {100 * t['std'][c]:.2f}" for c in cols)
+            + f" | {100 * t['mean']['ensemble_minus_scratch_test']:+.2f} ± {100 * t['std']['ensemble_minus_scratch_test']:.2f} |\n"
+            ) if t["n_complete"] > 1 else ""
+    return f"""
+**Distilling from the ensemble.** `04` with `extra_teachers` (`reproduce.py`'s `04_distillation_ensemble_seed*`): the
+soft targets are the mean of the softmax outputs of {' and '.join(f'`{p}`' for p in members)}; everything else as in
+`04`, KD student only, each kept on validation. Beside it, the same seed's students of `04` (distilled from the teacher
+alone, and from scratch) where they were trained with the same settings:
+
+| seed | soft targets: validation / test | KD from the ensemble: validation | KD from the ensemble: test | KD from the teacher: test | scratch: test | ensemble KD − scratch (test, points) |
+|---|---:|---:|---:|---:|---:|---:|
+{rows}
+{mean}"""
 
 
 def render_improved(m: dict) -> str:
@@ -594,7 +645,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-{render_seeds(m)}{render_augmentation_pilot(m)}{render_headroom(m)}{render_teacher_ensemble(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
+{render_seeds(m)}{render_augmentation_pilot(m)}{render_headroom(m)}{render_teacher_ensemble(m)}{render_ensemble_kd(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
 ## Reproduction
 
 ```bash

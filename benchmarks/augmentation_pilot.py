@@ -7,7 +7,7 @@ Until session 6, `04` shifted the images by up to 2 pixels besides mirroring the
 training accuracy (augmented images, dropout on) stayed below their validation accuracy for all 50
 epochs: they underfit, and augmentation only makes fitting harder. This trains the KD student of `04`
 (the shipped teacher's cached logits, T = 1, alpha = 0.3, Adam 1e-3, ReduceLROnPlateau 0.5 / 2, seed 0)
-for 25 epochs with each augmentation below and reports the best validation accuracy and the accuracy
+for 25 epochs (unless a variant says otherwise) with each augmentation or batch size below and reports the best validation accuracy and the accuracy
 on 5,000 training images in eval mode (no augmentation, no dropout: how well the student fits what it
 learns from). The test set is not touched. Runs are resumable and replay from runs/pilots/.
 """
@@ -24,6 +24,10 @@ VARIANTS = {  # name -> changes to the base configuration
     "flip_shift": {"augmentation": {**FLIP, "translate": 0.07}},  # 04 until session 6
     "flip": {},                                                   # 04 from session 6
     "flip_bs64": {"batch_size": 64},
+    # session 7: does the student fit more, and generalise better, with more steps? 04 itself (flip,
+    # 50 epochs, patience 2) is the reference for these two.
+    "flip_bs64_50_epochs": {"batch_size": 64, "epochs": 50},
+    "flip_100_epochs_patience_4": {"epochs": 100, "patience": 4},
 }
 
 
@@ -50,7 +54,7 @@ def main(argv=None) -> dict:
     result = {"teacher_sha256": teacher_sha256, "n_train": len(data["train_labels"]), "n_val": len(data["val_labels"]),
               "n_fit_check": n_fit, "variants": {}, "run": kd.run_info(0)}
     for name in args.variants:
-        config = {**base, **VARIANTS[name]}
+        config = {**base, **VARIANTS[name], **({"epochs": 1} if args.tiny else {})}
         model, fit = kd.train_student(data, config, prefix=f"pilot_{name}", run_dir=kd.project_path(args.run_dir),
                                       teacher_logits=logits, teacher_sha256=teacher_sha256)
         fitted = kd.evaluate(model, data["train_images"][:n_fit], data["train_labels"][:n_fit], data["normalize"])

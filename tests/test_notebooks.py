@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+import kd_helpers as kd
 import reproduce
 
 pytestmark = pytest.mark.notebook
@@ -40,6 +41,18 @@ def test_notebook_runs_quick(name, tmp_path):
         assert 0 < metrics["test_accuracy"] <= 1 and metrics["run"]["git_commit"]
     if name == "01_data_exploration":
         assert (tmp_path / "figures" / "augmentation_examples.png").exists()
+
+
+def test_distillation_from_an_ensemble_records_its_members(tmp_path):
+    params = {**reproduce.quick_parameters(tmp_path)["04_distillation"], "epochs": 1, "max_batches": 2,
+              "students": ["kd"], "compile": False, "extra_teachers": ["checkpoints/student_improved.pt"]}
+    reproduce.run_notebook("04_distillation", tmp_path / "out.ipynb", params)
+    metrics = json.loads((tmp_path / "metrics" / "student_kd.json").read_text())
+    members = metrics["soft_targets"]["members"]
+    assert members == ["checkpoints/teacher_resnet50.pt", "checkpoints/student_improved.pt"]
+    assert metrics["run"]["teacher_sha256"].split("+") == [kd.sha256_of(reproduce.ROOT / p) for p in members]
+    assert metrics["soft_targets"]["val_accuracy"] > 0.9  # the two shipped models together
+    assert not (tmp_path / "metrics" / "student_scratch.json").exists()
 
 
 def test_wrong_data_dir_stops_with_the_path_and_the_remedies(tmp_path):
@@ -103,9 +116,11 @@ def test_augmentation_pilot_runs_tiny(tmp_path):
     import runpy
     from pathlib import Path
     script = runpy.run_path(str(Path(reproduce.__file__).parent / "benchmarks" / "augmentation_pilot.py"))
-    record = script["main"](["--tiny", "--variants", "flip_shift", "flip", "--run-dir", str(tmp_path / "runs"),
-                             "--cache-dir", str(tmp_path / "cache")])
-    assert set(record["variants"]) == {"flip_shift", "flip"} and record["n_train"] == 512
+    record = script["main"](["--tiny", "--variants", "flip_shift", "flip", "flip_100_epochs_patience_4",
+                             "--run-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")])
+    assert set(record["variants"]) == {"flip_shift", "flip", "flip_100_epochs_patience_4"} and record["n_train"] == 512
+    long = record["variants"]["flip_100_epochs_patience_4"]["config"]
+    assert long["epochs"] == 1 and long["patience"] == 4  # --tiny trains one epoch whatever the variant says
     assert record["variants"]["flip_shift"]["config"]["augmentation"]["translate"] == 0.07
     assert record["variants"]["flip"]["config"]["augmentation"]["translate"] == 0.0
     assert all(0 <= v["best_val_accuracy"] <= 1 and 0 <= v["train_accuracy_eval_mode"] <= 1

@@ -180,10 +180,10 @@ def test_augmentation_pilot_section_appears_with_its_metrics():
                                          "flip_shift": variant(config, 0.9298),
                                          "flip": variant({**config, "augmentation": {"flip": True, "translate": 0.0}}, 0.9332)}}
     text = reproduce.render_augmentation_pilot(metrics)
-    assert "| flip_shift | flip + shifts up to 0.07, batch 128 | 92.98 % (epoch 24) | 92.00 % | 94.00 % |" in text
-    assert "| flip | flip, batch 128 | 93.32 % (epoch 24) |" in text and "the shipped teacher" in text
+    assert "| flip_shift | flip + shifts up to 0.07, batch 128 | 25, patience 2 | 92.98 % (epoch 24) | 92.00 % | 94.00 % |" in text
+    assert "| flip | flip, batch 128 | 25, patience 2 | 93.32 % (epoch 24) |" in text and "the shipped teacher" in text
     metrics["student_kd"]["run"]["augmentation"] = {"flip": True, "translate": 0.07}
-    assert "students of `04` trained with: flip + shifts up to 0.07." in reproduce.render_augmentation_pilot(metrics)
+    assert "students of `04` trained with:\nflip + shifts up to 0.07, batch" in reproduce.render_augmentation_pilot(metrics)
 
 
 def test_teacher_ensemble_section_ranks_single_models_and_the_best_averages():
@@ -197,3 +197,29 @@ def test_teacher_ensemble_section_ranks_single_models_and_the_best_averages():
     assert rows == ["| a + student | 97.00 % |", "| b + student | 96.00 % |", "| c + student | 95.50 % |",
                     "| a | 94.00 % |", "| student | 93.50 % |", "| b | 93.00 % |", "| c | 92.00 % |",
                     "| a + b | 90.00 % |"]  # single models, the best three averages, the best of teachers only
+
+
+def test_ensemble_kd_table_sets_each_seed_beside_the_same_seeds_students():
+    metrics = reproduce.load_metrics(REPORT)
+    metrics["student_kd"]["run"]["seed"] = 0
+    config = metrics["student_kd"]["run"]["config"]
+    soft = {"members": ["checkpoints/teacher_resnet50.pt", "checkpoints/student_improved.pt"],
+            "val_accuracy": 0.95, "test_accuracy": 0.945}
+
+    def ensemble_run(val, test, **changes):
+        return {"student_kd": {"run": {"config": {**config, **changes}}, "val_accuracy": val, "test_accuracy": test,
+                               "soft_targets": soft}}
+    metrics["seeds"] = {}
+    metrics["ensemble"] = {0: ensemble_run(0.941, 0.936), 1: ensemble_run(0.942, 0.937, seed=1)}
+    table = reproduce.ensemble_kd_table(metrics)
+    assert table["n_complete"] == 1 and "scratch_test" not in table["rows"][1]  # seed 1's 04 students are missing
+    row = table["rows"][0]
+    assert row["teacher_test"] == metrics["student_kd"]["test_accuracy"]
+    assert abs(row["ensemble_minus_scratch_test"] - (0.936 - metrics["student_scratch"]["test_accuracy"])) < 1e-12
+    text = reproduce.render_ensemble_kd(metrics)
+    assert "| 0 | 95.00 % / 94.50 % | 94.10 % | 93.60 % |" in text and "| 1 | 95.00 % / 94.50 % | 94.20 % | 93.70 % | — | — | — |" in text
+    assert "mean ± std" not in text and "`checkpoints/student_improved.pt`" in text
+    metrics["ensemble"][0]["student_kd"]["run"]["config"] = {**config, "epochs": 1}  # trained otherwise: no baseline
+    assert reproduce.ensemble_kd_table(metrics)["n_complete"] == 0
+    del metrics["ensemble"]
+    assert reproduce.render_ensemble_kd(metrics) == ""
