@@ -295,7 +295,8 @@ def render_teacher_ensemble(m: dict) -> str:
     r = m["teacher_ensemble"]
     ranked = sorted(r["val_accuracy"].items(), key=lambda kv: -kv[1])
     singles, averages = [kv for kv in ranked if " + " not in kv[0]], [kv for kv in ranked if " + " in kv[0]]
-    teachers_only = [kv for kv in averages if "student" not in kv[0]][:1]
+    is_teacher = lambda name: r["arch"][name].startswith("resnet")  # noqa: E731
+    teachers_only = [kv for kv in averages if all(is_teacher(n) for n in kv[0].split(" + "))][:1]
     shown = sorted(set(singles + averages[:3] + teachers_only), key=lambda kv: -kv[1])
     rows = "\n".join(f"| {combo} | {pct(acc)} |" for combo, acc in shown)
     return f"""

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import itertools
 
-import torch
-
 import kd_helpers as kd
 
 MODELS = {"stage 4 (shipped)": "checkpoints/teacher_resnet50.pt",
@@ -34,14 +32,14 @@ def main(argv=None) -> dict:
     data = kd.fashion_mnist_splits()
     n = 256 if args.tiny else None
     images, labels = data["val_images"][:n], data["val_labels"][:n]
-    probabilities = {}
+    logits, archs = {}, {}
     for name in args.models:
-        model, _, _ = kd.load_teacher(kd.project_path(MODELS[name]), data["normalize"])
-        probabilities[name] = kd.predict(model, images, data["normalize"]).softmax(1)
-    accuracy = lambda p: (p.argmax(1) == labels).float().mean().item()  # noqa: E731
-    ensembles = {" + ".join(combo): accuracy(torch.stack([probabilities[m] for m in combo]).mean(0))
+        model, meta, _ = kd.load_teacher(kd.project_path(MODELS[name]), data["normalize"])
+        logits[name], archs[name] = kd.predict(model, images, data["normalize"]), meta["arch"]
+    accuracy = lambda x: (x.argmax(1) == labels).float().mean().item()  # noqa: E731
+    ensembles = {" + ".join(combo): accuracy(kd.average_soft_targets([logits[m] for m in combo]))
                  for size in range(1, len(args.models) + 1) for combo in itertools.combinations(args.models, size)}
-    result = {"n_val": len(labels), "models": {name: MODELS[name] for name in args.models},
+    result = {"n_val": len(labels), "models": {name: MODELS[name] for name in args.models}, "arch": archs,
               "val_accuracy": ensembles, "run": kd.run_info(0)}
     for combo, acc in sorted(ensembles.items(), key=lambda kv: -kv[1])[:5]:
         print(f"{100 * acc:6.2f}%  {combo}")

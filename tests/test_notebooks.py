@@ -136,3 +136,4 @@ def test_teacher_ensemble_runs_tiny():
     assert record["n_val"] == 256
     assert set(record["val_accuracy"]) == {"stage 4 (shipped)", "improved student", "stage 4 (shipped) + improved student"}
     assert all(0 <= acc <= 1 for acc in record["val_accuracy"].values())
+    assert record["arch"] == {"stage 4 (shipped)": "resnet50_stride1", "improved student": "student_gap"}

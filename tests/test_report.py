@@ -190,6 +190,7 @@ def test_teacher_ensemble_section_ranks_single_models_and_the_best_averages():
     metrics = reproduce.load_metrics(REPORT)
     assert reproduce.render_teacher_ensemble({k: v for k, v in metrics.items() if k != "teacher_ensemble"}) == ""
     metrics["teacher_ensemble"] = {"n_val": 5000, "models": {"a": "a.pt", "b": "b.pt", "c": "c.pt", "student": "s.pt"},
+                                   "arch": {"a": "resnet50", "b": "resnet50", "c": "resnet50_stride1", "student": "student_gap"},
                                    "val_accuracy": {"a": 0.94, "b": 0.93, "c": 0.92, "student": 0.935, "a + student": 0.97,
                                                     "b + student": 0.96, "c + student": 0.955, "a + b": 0.90, "a + c": 0.89}}
     text = reproduce.render_teacher_ensemble(metrics)
