@@ -298,14 +298,16 @@ def render_teacher_ensemble(m: dict) -> str:
     is_teacher = lambda name: r["arch"][name].startswith("resnet")  # noqa: E731
     teachers_only = [kv for kv in averages if all(is_teacher(n) for n in kv[0].split(" + "))][:1]
     shown = sorted(set(singles + averages[:3] + teachers_only), key=lambda kv: -kv[1])
-    rows = "\n".join(f"| {combo} | {pct(acc)} |" for combo, acc in shown)
+    rows = "\n".join(f"| {combo} | {pct(acc)} | {pct(r['train_label_probability'][combo])} |" for combo, acc in shown)
     return f"""
 **A better soft-target source?** `python benchmarks/teacher_ensemble.py` averages the softmax outputs of every
 combination of {len(r['models'])} shipped models on the {r['n_val']:,} validation images ({len(r['val_accuracy'])} combinations;
-below: each model alone, the best three averages and the best average of teachers only):
+below: each model alone, the best three averages and the best average of teachers only). The last column is the
+average's mean probability on the label of the first {r['n_train_checked']:,} training images, which every model has
+seen: what a student distilled from it would learn from.
 
-| models averaged | validation |
-|---|---:|
+| models averaged | validation | probability on the label, training images |
+|---|---:|---:|
 {rows}
 """
 

@@ -30,17 +30,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="report/metrics/teacher_ensemble.json")
     args = parser.parse_args(argv)
     data = kd.fashion_mnist_splits()
-    n = 256 if args.tiny else None
+    n, n_train = (256, 256) if args.tiny else (None, 5000)
     images, labels = data["val_images"][:n], data["val_labels"][:n]
-    logits, archs = {}, {}
+    train_images, train_labels = data["train_images"][:n_train], data["train_labels"][:n_train]
+    logits, train_logits, archs = {}, {}, {}
     for name in args.models:
         model, meta, _ = kd.load_teacher(kd.project_path(MODELS[name]), data["normalize"])
         logits[name], archs[name] = kd.predict(model, images, data["normalize"]), meta["arch"]
-    accuracy = lambda x: (x.argmax(1) == labels).float().mean().item()  # noqa: E731
-    ensembles = {" + ".join(combo): accuracy(kd.average_soft_targets([logits[m] for m in combo]))
-                 for size in range(1, len(args.models) + 1) for combo in itertools.combinations(args.models, size)}
+        train_logits[name] = kd.predict(model, train_images, data["normalize"])
+    combos = [" + ".join(c) for size in range(1, len(args.models) + 1) for c in itertools.combinations(args.models, size)]
+    average = lambda outputs, combo: kd.average_soft_targets([outputs[m] for m in combo.split(" + ")])  # noqa: E731
+    ensembles = {c: (average(logits, c).argmax(1) == labels).float().mean().item() for c in combos}
+    # What a student distilled from the average would learn from: its probability on the label of
+    # training images (which every member has seen), against its accuracy on unseen ones.
+    label_probability = {c: average(train_logits, c).softmax(1).gather(1, train_labels[:, None]).mean().item()
+                         for c in combos}
     result = {"n_val": len(labels), "models": {name: MODELS[name] for name in args.models}, "arch": archs,
-              "val_accuracy": ensembles, "run": kd.run_info(0)}
+              "val_accuracy": ensembles, "n_train_checked": len(train_labels),
+              "train_label_probability": label_probability, "run": kd.run_info(0)}
     for combo, acc in sorted(ensembles.items(), key=lambda kv: -kv[1])[:5]:
         print(f"{100 * acc:6.2f}%  {combo}")
     if not args.tiny:

@@ -137,3 +137,5 @@ def test_teacher_ensemble_runs_tiny():
     assert set(record["val_accuracy"]) == {"stage 4 (shipped)", "improved student", "stage 4 (shipped) + improved student"}
     assert all(0 <= acc <= 1 for acc in record["val_accuracy"].values())
     assert record["arch"] == {"stage 4 (shipped)": "resnet50_stride1", "improved student": "student_gap"}
+    assert record["n_train_checked"] == 256 and set(record["train_label_probability"]) == set(record["val_accuracy"])
+    assert all(0.5 < p <= 1 for p in record["train_label_probability"].values())  # shipped models fit their training images

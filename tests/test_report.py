@@ -193,11 +193,14 @@ def test_teacher_ensemble_section_ranks_single_models_and_the_best_averages():
                                    "arch": {"a": "resnet50", "b": "resnet50", "c": "resnet50_stride1", "student": "student_gap"},
                                    "val_accuracy": {"a": 0.94, "b": 0.93, "c": 0.92, "student": 0.935, "a + student": 0.97,
                                                     "b + student": 0.96, "c + student": 0.955, "a + b": 0.90, "a + c": 0.89}}
+    metrics["teacher_ensemble"].update(n_train_checked=5000, train_label_probability={
+        combo: 0.9 + i / 1000 for i, combo in enumerate(metrics["teacher_ensemble"]["val_accuracy"])})
     text = reproduce.render_teacher_ensemble(metrics)
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "%" in line]
+    rows = [line.rsplit(" | ", 1)[0] + " |" for line in text.splitlines() if line.startswith("| ") and "%" in line]
     assert rows == ["| a + student | 97.00 % |", "| b + student | 96.00 % |", "| c + student | 95.50 % |",
                     "| a | 94.00 % |", "| student | 93.50 % |", "| b | 93.00 % |", "| c | 92.00 % |",
                     "| a + b | 90.00 % |"]  # single models, the best three averages, the best of teachers only
+    assert "| a + student | 97.00 % | 90.40 % |" in text and "first 5,000 training images" in text
 
 
 def test_ensemble_kd_table_sets_each_seed_beside_the_same_seeds_students():
