@@ -207,18 +207,26 @@ def seed_table(m: dict) -> dict:
     from the seed); with the mean and sample std of each column."""
     shipped = m["teacher_evaluation"]["checkpoint_sha256"]
     settings = lambda r: {k: v for k, v in r["run"].get("config", {}).items() if k != "seed"}  # noqa: E731
-    runs = {m["student_kd"]["run"]["seed"]: {"student_kd": m["student_kd"], "student_scratch": m["student_scratch"]},
-            **m.get("seeds", {})}
     rows = {seed: {f"{name.removeprefix('student_')}_{split}": r[name][f"{split}_accuracy"]
                    for name in ("student_kd", "student_scratch") for split in ("val", "test")}
-            for seed, r in sorted(runs.items()) if r["student_kd"]["run"]["teacher_sha256"] == shipped
+            for seed, r in sorted(students_by_seed(m).items()) if r["student_kd"]["run"]["teacher_sha256"] == shipped
             and all(settings(r[n]) == settings(m[n]) for n in ("student_kd", "student_scratch"))}
     for row in rows.values():
         row["kd_minus_scratch_test"] = row["kd_test"] - row["scratch_test"]
-    columns = list(next(iter(rows.values()))) if rows else []
-    mean = {c: statistics.mean(r[c] for r in rows.values()) for c in columns}
-    std = {c: statistics.stdev(r[c] for r in rows.values()) if len(rows) > 1 else 0.0 for c in columns}
-    return {"rows": rows, "mean": mean, "std": std}
+    return {"rows": rows, **mean_and_std(list(rows.values()))}
+
+
+def students_by_seed(m: dict) -> dict:
+    """04's KD and scratch students by seed: seed 0's shipped ones and the seed runs' (report/metrics/seeds/)."""
+    return {m["student_kd"]["run"]["seed"]: {"student_kd": m["student_kd"], "student_scratch": m["student_scratch"]},
+            **m.get("seeds", {})}
+
+
+def mean_and_std(rows: list[dict]) -> dict:
+    """Mean and sample standard deviation (0 for one row) of each column of rows with the same columns."""
+    columns = list(rows[0]) if rows else []
+    return {"mean": {c: statistics.mean(r[c] for r in rows) for c in columns},
+            "std": {c: statistics.stdev(r[c] for r in rows) if len(rows) > 1 else 0.0 for c in columns}}
 
 
 def render_seeds(m: dict) -> str:
@@ -316,9 +324,7 @@ def ensemble_kd_table(m: dict) -> dict:
     """Per seed of 04's ensemble runs: the ensemble KD student's validation and test accuracy, next to
     the same seed's students distilled from the teacher alone and from scratch, where those were
     trained with the same settings; with the mean and sample std of each column over complete rows."""
-    baseline = {m["student_kd"]["run"]["seed"]: {"student_kd": m["student_kd"], "student_scratch": m["student_scratch"]},
-                **m.get("seeds", {})}
-    rows = {}
+    baseline, rows = students_by_seed(m), {}
     for seed, r in sorted(m.get("ensemble", {}).items()):
         e, b = r["student_kd"], baseline.get(seed, {})
         row = {"soft_val": e["soft_targets"]["val_accuracy"], "soft_test": e["soft_targets"]["test_accuracy"],
@@ -328,10 +334,7 @@ def ensemble_kd_table(m: dict) -> dict:
             row["ensemble_minus_scratch_test"] = row["ensemble_test"] - row["scratch_test"]
         rows[seed] = row
     complete = [r for r in rows.values() if "scratch_test" in r]
-    columns = list(complete[0]) if complete else []
-    mean = {c: statistics.mean(r[c] for r in complete) for c in columns}
-    std = {c: statistics.stdev(r[c] for r in complete) if len(complete) > 1 else 0.0 for c in columns}
-    return {"rows": rows, "mean": mean, "std": std, "n_complete": len(complete)}
+    return {"rows": rows, **mean_and_std(complete), "n_complete": len(complete)}
 
 
 def render_ensemble_kd(m: dict) -> str:
