@@ -286,9 +286,8 @@ def render_augmentation_pilot(m: dict) -> str:
 **Augmentation and steps.** `python benchmarks/augmentation_pilot.py`: the KD student of `04` with and without random
 shifts, with batch 64 and with a longer schedule ({which_teacher(r['teacher_sha256'], m)}, seed 0, validation only). The
 last two columns show how well it fits: the last epoch's training accuracy on augmented images with dropout on, and the
-kept weights' accuracy on {r['n_fit_check']:,} training images in eval mode. The shipped students of `04` trained with:
-flip{shifts(kd_run['augmentation'])}, batch {kd_run['config']['batch_size']}, {kd_run['config']['epochs']} epochs, patience
-{kd_run['config']['patience']} (the KD student: validation {pct(m['student_kd']['val_accuracy'])}).
+kept weights' accuracy on {r['n_fit_check']:,} training images in eval mode.
+The shipped students of `04` trained with: {describe(kd_run['config'])}, {kd_run['config']['epochs']} epochs, patience {kd_run['config']['patience']} (the KD student: validation {pct(m['student_kd']['val_accuracy'])}).
 
 | variant | augmentation | epochs | best validation | last epoch, training (augmented) | training images, eval mode |
 |---|---|---|---:|---:|---:|
@@ -351,6 +350,16 @@ def render_ensemble_kd(m: dict) -> str:
     mean = ("| mean ± std | | " + " | ".join(f"{pct(t['mean'][c])} ± {100 * t['std'][c]:.2f}" for c in cols)
             + f" | {100 * t['mean']['ensemble_minus_scratch_test']:+.2f} ± {100 * t['std']['ensemble_minus_scratch_test']:.2f} |\n"
             ) if t["n_complete"] > 1 else ""
+    sharper = ""
+    if "teacher_ensemble" in m:  # the same averages, on training images
+        r = m["teacher_ensemble"]
+        names = lambda paths: {n for n, p in r["models"].items() if p in paths}  # noqa: E731
+        key = lambda paths: next((c for c in r["train_label_probability"] if set(c.split(" + ")) == names(paths)), None)  # noqa: E731
+        both, alone = key(members), key(members[:1])
+        if both and alone:
+            sharper = (f"On the first {r['n_train_checked']:,} training images, which both have seen, the ensemble gives the "
+                       f"label {pct(r['train_label_probability'][both])} of its probability on average, the teacher alone "
+                       f"{pct(r['train_label_probability'][alone])} (`benchmarks/teacher_ensemble.py`).")
     return f"""
 **Distilling from the ensemble.** `04` with `extra_teachers` (`reproduce.py`'s `04_distillation_ensemble_seed*`): the
 soft targets are the mean of the softmax outputs of {' and '.join(f'`{p}`' for p in members)}; everything else as in
@@ -360,7 +369,9 @@ alone, and from scratch) where they were trained with the same settings:
 | seed | soft targets: validation / test | KD from the ensemble: validation | KD from the ensemble: test | KD from the teacher: test | scratch: test | ensemble KD − scratch (test, points) |
 |---|---:|---:|---:|---:|---:|---:|
 {rows}
-{mean}"""
+{mean}
+{sharper}
+"""
 
 
 def render_improved(m: dict) -> str:

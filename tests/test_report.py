@@ -183,7 +183,7 @@ def test_augmentation_pilot_section_appears_with_its_metrics():
     assert "| flip_shift | flip + shifts up to 0.07, batch 128 | 25, patience 2 | 92.98 % (epoch 24) | 92.00 % | 94.00 % |" in text
     assert "| flip | flip, batch 128 | 25, patience 2 | 93.32 % (epoch 24) |" in text and "the shipped teacher" in text
     metrics["student_kd"]["run"]["augmentation"] = {"flip": True, "translate": 0.07}
-    assert "students of `04` trained with:\nflip + shifts up to 0.07, batch" in reproduce.render_augmentation_pilot(metrics)
+    assert "students of `04` trained with: flip + shifts up to 0.07, batch" in reproduce.render_augmentation_pilot(metrics)
 
 
 def test_teacher_ensemble_section_ranks_single_models_and_the_best_averages():
@@ -223,6 +223,10 @@ def test_ensemble_kd_table_sets_each_seed_beside_the_same_seeds_students():
     text = reproduce.render_ensemble_kd(metrics)
     assert "| 0 | 95.00 % / 94.50 % | 94.10 % | 93.60 % |" in text and "| 1 | 95.00 % / 94.50 % | 94.20 % | 93.70 % | — | — | — |" in text
     assert "mean ± std" not in text and "`checkpoints/student_improved.pt`" in text
+    metrics["teacher_ensemble"] = {"n_train_checked": 5000, "models": {"shipped": soft["members"][0], "improved": soft["members"][1]},
+                                   "train_label_probability": {"shipped": 0.94, "improved": 0.97, "shipped + improved": 0.955}}
+    assert ("the ensemble gives the label 95.50 % of its probability on average, the teacher alone 94.00 %"
+            in reproduce.render_ensemble_kd(metrics))
     metrics["ensemble"][0]["student_kd"]["run"]["config"] = {**config, "epochs": 1}  # trained otherwise: no baseline
     assert reproduce.ensemble_kd_table(metrics)["n_complete"] == 0
     del metrics["ensemble"]
