@@ -63,3 +63,17 @@ def test_seed_runs_follow_04_and_keep_their_students_out_of_checkpoints(monkeypa
     [(name, record, params)] = reproduce.full_steps(["04_distillation_seed2"], train_teacher=False)
     assert name == "04_distillation" and params["seed"] == 2 and "split_seed" not in params
     assert params["checkpoint_dir"].startswith("runs/") and params["metrics_dir"] == "report/metrics/seeds/seed2"
+
+
+def test_ensemble_runs_follow_04b_whose_student_they_learn_from(monkeypatch, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "teacher_resnet50.pt").touch()
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    records = [record for _, record, _ in reproduce.full_steps(reproduce.FULL_ORDER, train_teacher=False)]
+    ensemble = [r for r in records if "ensemble" in r]
+    assert ensemble == [f"04_distillation_ensemble_seed{s}" for s in (0, 1, 2)]
+    assert records.index(ensemble[0]) == records.index("04b_improved_student") + 1
+    [(name, _, params)] = reproduce.full_steps(["04_distillation_ensemble_seed0"], train_teacher=False)
+    assert name == "04_distillation" and params["extra_teachers"] == ["checkpoints/student_improved.pt"]
+    assert params["students"] == ["kd"] and params["checkpoint_dir"].startswith("runs/")
+    assert params["metrics_dir"] == "report/metrics/ensemble/seed0"
