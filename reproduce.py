@@ -402,11 +402,13 @@ def render_sweep(m: dict) -> str:
     w = m["kd_sweep"]
     figure = "![Validation accuracy of KD over temperature and alpha.](figures/kd_temperature_alpha_sweep.png)"
     teacher = which_teacher(w["teacher_sha256"], m)
+    shift = w["augmentation"]["translate"]
+    augmented = f"flip and shifts up to {shift:g}" if shift else "flip only"
     return f"""
 ### Temperature × alpha, and decoupled KD (validation, short budget)
 
 `06_kd_variants` trains the homework's student for {w['epochs']} epochs per setting (same seed, cached logits of
-{teacher}, {w['n_train']:,} training images) and reports the best validation accuracy; the test set is not used.
+{teacher}, {w['n_train']:,} training images, {augmented}) and reports the best validation accuracy; the test set is not used.
 
 | run | validation accuracy |
 |---|---:|

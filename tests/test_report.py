@@ -68,8 +68,10 @@ def test_a_sweep_run_with_another_teacher_says_so():
     if "kd_sweep" not in metrics:
         pytest.skip("06_kd_variants has not run")
     shipped = metrics["teacher_evaluation"]["checkpoint_sha256"]
-    metrics["kd_sweep"] = {**metrics["kd_sweep"], "teacher_sha256": shipped}
-    assert "earlier teacher" not in reproduce.render_sweep(metrics)
+    metrics["kd_sweep"] = {**metrics["kd_sweep"], "teacher_sha256": shipped, "augmentation": {"translate": 0.0}}
+    assert "earlier teacher" not in reproduce.render_sweep(metrics) and "images, flip only)" in reproduce.render_sweep(metrics)
+    metrics["kd_sweep"]["augmentation"] = {"translate": 0.07}
+    assert "images, flip and shifts up to 0.07)" in reproduce.render_sweep(metrics)
     metrics["kd_sweep"]["teacher_sha256"] = "0" * 64
     assert "**an earlier teacher** (SHA-256 `000000000000`" in reproduce.render_sweep(metrics)
 
