@@ -277,7 +277,7 @@ def render_augmentation_pilot(m: dict) -> str:
     r = m["augmentation_pilot"]
     shifts = lambda a: f" + shifts up to {a['translate']:g}" if a["translate"] else ""  # noqa: E731
     describe = lambda c: f"flip{shifts(c['augmentation'])}, batch {c['batch_size']}"  # noqa: E731
-    rows = "\n".join(f"| {name} | {describe(v['config'])} | {v['config']['epochs']}, patience {v['config'].get('patience', 2)} | "
+    rows = "\n".join(f"| {name} | {describe(v['config'])} | {v['config']['epochs']}, patience {v['config']['patience']} | "
                      f"{pct(v['best_val_accuracy'])} (epoch {v['best_epoch']}) | "
                      f"{pct(v['last_train_accuracy_augmented'])} | {pct(v['train_accuracy_eval_mode'])} |"
                      for name, v in r["variants"].items())
@@ -350,16 +350,16 @@ def render_ensemble_kd(m: dict) -> str:
     mean = ("| mean ± std | | " + " | ".join(f"{pct(t['mean'][c])} ± {100 * t['std'][c]:.2f}" for c in cols)
             + f" | {100 * t['mean']['ensemble_minus_scratch_test']:+.2f} ± {100 * t['std']['ensemble_minus_scratch_test']:.2f} |\n"
             ) if t["n_complete"] > 1 else ""
-    sharper = ""
-    if "teacher_ensemble" in m:  # the same averages, on training images
-        r = m["teacher_ensemble"]
-        names = lambda paths: {n for n, p in r["models"].items() if p in paths}  # noqa: E731
-        key = lambda paths: next((c for c in r["train_label_probability"] if set(c.split(" + ")) == names(paths)), None)  # noqa: E731
-        both, alone = key(members), key(members[:1])
-        if both and alone:
+    sharper, r = "", m.get("teacher_ensemble")
+    if r:  # the same average in benchmarks/teacher_ensemble.py, whose combinations name the models
+        def label_probability(paths):
+            names = {name for name, path in r["models"].items() if path in paths}
+            return next((p for c, p in r["train_label_probability"].items() if set(c.split(" + ")) == names), None)
+        both, alone = label_probability(members), label_probability(members[:1])
+        if both is not None and alone is not None:
             sharper = (f"On the first {r['n_train_checked']:,} training images, which both have seen, the ensemble gives the "
-                       f"label {pct(r['train_label_probability'][both])} of its probability on average, the teacher alone "
-                       f"{pct(r['train_label_probability'][alone])} (`benchmarks/teacher_ensemble.py`).")
+                       f"label {pct(both)} of its probability on average, the teacher alone {pct(alone)} "
+                       f"(`benchmarks/teacher_ensemble.py`).")
     return f"""
 **Distilling from the ensemble.** `04` with `extra_teachers` (`reproduce.py`'s `04_distillation_ensemble_seed*`): the
 soft targets are the mean of the softmax outputs of {' and '.join(f'`{p}`' for p in members)}; everything else as in

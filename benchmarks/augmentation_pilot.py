@@ -7,9 +7,10 @@ Until session 6, `04` shifted the images by up to 2 pixels besides mirroring the
 training accuracy (augmented images, dropout on) stayed below their validation accuracy for all 50
 epochs: they underfit, and augmentation only makes fitting harder. This trains the KD student of `04`
 (the shipped teacher's cached logits, T = 1, alpha = 0.3, Adam 1e-3, ReduceLROnPlateau 0.5 / 2, seed 0)
-for 25 epochs (unless a variant says otherwise) with each augmentation or batch size below and reports the best validation accuracy and the accuracy
-on 5,000 training images in eval mode (no augmentation, no dropout: how well the student fits what it
-learns from). The test set is not touched. Runs are resumable and replay from runs/pilots/.
+for 25 epochs, unless a variant says otherwise, with each augmentation, batch size or schedule below,
+and reports the best validation accuracy and the accuracy on 5,000 training images in eval mode (no
+augmentation, no dropout: how well the student fits what it learns from). The test set is not
+touched. Runs are resumable and replay from runs/pilots/.
 """
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ def test_headroom_section_appears_with_its_metrics():
 def test_augmentation_pilot_section_appears_with_its_metrics():
     metrics = reproduce.load_metrics(REPORT)
     assert reproduce.render_augmentation_pilot({k: v for k, v in metrics.items() if k != "augmentation_pilot"}) == ""
-    config = {"epochs": 25, "batch_size": 128, "augmentation": {"flip": True, "translate": 0.07}}
+    config = {"epochs": 25, "patience": 2, "batch_size": 128, "augmentation": {"flip": True, "translate": 0.07}}
     variant = lambda config, val: {"config": config, "best_val_accuracy": val, "best_epoch": 24,  # noqa: E731
                                    "last_train_accuracy_augmented": 0.92, "train_accuracy_eval_mode": 0.94}
     metrics["augmentation_pilot"] = {"teacher_sha256": metrics["teacher_evaluation"]["checkpoint_sha256"],
