@@ -360,6 +360,13 @@ def render_ensemble_kd(m: dict) -> str:
             sharper = (f"On the first {r['n_train_checked']:,} training images, which both have seen, the ensemble gives the "
                        f"label {pct(both)} of its probability on average, the teacher alone {pct(alone)} "
                        f"(`benchmarks/teacher_ensemble.py`).")
+    shipped = {"checkpoints/teacher_resnet50.pt": m["teacher_evaluation"]["checkpoint_sha256"],
+               "checkpoints/student_improved.pt": m.get("student_improved", {}).get("checkpoint_sha256")}
+    current = "+".join(str(shipped.get(p)) for p in members)
+    stale = [str(seed) for seed, r in m["ensemble"].items() if r["student_kd"]["run"]["teacher_sha256"] != current]
+    if stale:
+        sharper += (f"\n\n**Seed {', '.join(stale)} learnt from other versions of these checkpoints than the shipped ones** "
+                    "(their `teacher_sha256` differs); run them again.")
     return f"""
 **Distilling from the ensemble.** `04` with `extra_teachers` (`reproduce.py`'s `04_distillation_ensemble_seed*`): the
 soft targets are the mean of the softmax outputs of {' and '.join(f'`{p}`' for p in members)}; everything else as in

@@ -213,7 +213,8 @@ def test_ensemble_kd_table_sets_each_seed_beside_the_same_seeds_students():
             "val_accuracy": 0.95, "test_accuracy": 0.945}
 
     def ensemble_run(val, test, **changes):
-        return {"student_kd": {"run": {"config": {**config, **changes}}, "val_accuracy": val, "test_accuracy": test,
+        return {"student_kd": {"run": {"config": {**config, **changes}, "teacher_sha256": "e" * 64},
+                               "val_accuracy": val, "test_accuracy": test,
                                "soft_targets": soft}}
     metrics["seeds"] = {}
     metrics["ensemble"] = {0: ensemble_run(0.941, 0.936), 1: ensemble_run(0.942, 0.937, seed=1)}
@@ -225,6 +226,11 @@ def test_ensemble_kd_table_sets_each_seed_beside_the_same_seeds_students():
     text = reproduce.render_ensemble_kd(metrics)
     assert "| 0 | 95.00 % / 94.50 % | 94.10 % | 93.60 % |" in text and "| 1 | 95.00 % / 94.50 % | 94.20 % | 93.70 % | — | — | — |" in text
     assert "mean ± std" not in text and "`checkpoints/student_improved.pt`" in text
+    assert "**Seed 0, 1 learnt from other versions" in text  # not the shipped pair's SHA-256s
+    shipped = "+".join([metrics["teacher_evaluation"]["checkpoint_sha256"], metrics["student_improved"]["checkpoint_sha256"]])
+    for run in metrics["ensemble"].values():
+        run["student_kd"]["run"]["teacher_sha256"] = shipped
+    assert "other versions" not in reproduce.render_ensemble_kd(metrics)
     metrics["teacher_ensemble"] = {"n_train_checked": 5000, "models": {"shipped": soft["members"][0], "improved": soft["members"][1]},
                                    "train_label_probability": {"shipped": 0.94, "improved": 0.97, "shipped + improved": 0.955}}
     assert ("the ensemble gives the label 95.50 % of its probability on average, the teacher alone 94.00 %"
