@@ -750,8 +750,8 @@ def sha256_of(path) -> str:
 
 def run_info(seed: int | None = None) -> dict:
     """Seed, versions, git commit and whether tracked source files differed from it (`git_dirty`; the
-    outputs that runs themselves write, report/ and checkpoints/, do not count): recorded in every
-    metrics file and checkpoint."""
+    outputs that runs themselves write, report/ and checkpoints/, do not count), processor and PyTorch's
+    CPU threads: recorded in every metrics file and checkpoint."""
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -763,7 +763,7 @@ def run_info(seed: int | None = None) -> dict:
     import torchvision
     return {"seed": seed, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "python": platform.python_version(), "git_commit": commit, "git_dirty": dirty,
-            "machine": platform.machine(), "cpu": cpu_name()}
+            "machine": platform.machine(), "cpu": cpu_name(), "threads": torch.get_num_threads()}
 
 
 def cpu_name(cpuinfo="/proc/cpuinfo") -> str:

@@ -469,13 +469,15 @@ def render_speed(m: dict) -> str:
     speeds = b["training_images_per_s"]
     seconds = sorted(h["seconds"] for h in kd_["history"])
     median = seconds[len(seconds) // 2]
+    threads = (f"{kd_['run']['threads']} threads" if "threads" in kd_["run"] else
+               "threads not recorded; the shipped run may have shared the processor with another")
     return f"""
 ### Speed
 
 {render_benchmark(b)}
 The distilled student's epochs in `04` took {median:.0f} s (median of {len(seconds)}), i.e.
-{kd_['run']['n_train'] / median:,.0f} training images/s including each epoch's validation pass, against (c)'s
-{speeds[list(speeds)[-1]]:,.0f} images/s in the benchmark.
+{kd_['run']['n_train'] / median:,.0f} training images/s including each epoch's validation pass ({threads}), against (c)'s
+{speeds[list(speeds)[-1]]:,.0f} images/s in the benchmark ({b['threads']} threads).
 """
 
 

@@ -63,6 +63,17 @@ def test_benchmark_speedups_in_the_report_are_the_metrics():
         assert f"| {name} | {value:,.0f} | {value / base:.1f}x |" in text
 
 
+def test_speed_section_names_the_threads_of_04_and_of_the_benchmark():
+    metrics = reproduce.load_metrics(REPORT)
+    if "benchmark" not in metrics:
+        pytest.skip("benchmarks/kd_throughput.py has not run")
+    metrics["benchmark"]["threads"] = 2
+    metrics["student_kd"]["run"]["threads"] = 1
+    assert "validation pass (1 threads)" in reproduce.render_speed(metrics) and "(2 threads)." in reproduce.render_speed(metrics)
+    del metrics["student_kd"]["run"]["threads"]
+    assert "threads not recorded" in reproduce.render_speed(metrics)
+
+
 def test_a_sweep_run_with_another_teacher_says_so():
     metrics = reproduce.load_metrics(REPORT)
     if "kd_sweep" not in metrics:

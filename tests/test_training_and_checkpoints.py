@@ -238,6 +238,7 @@ def test_run_info_names_the_processor(tmp_path):
     cpuinfo.write_text("model name\t: Older CPU\nflags\t\t: fpu avx2\n")
     assert kd.cpu_name(cpuinfo) == "Older CPU"
     assert kd.cpu_name(tmp_path / "missing") and kd.run_info()["cpu"]
+    assert kd.run_info()["threads"] == torch.get_num_threads()
 
 
 def test_first_images_trims_train_and_test_but_never_validation(small_data):
