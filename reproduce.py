@@ -229,6 +229,12 @@ def mean_and_std(rows: list[dict]) -> dict:
             "std": {c: statistics.stdev(r[c] for r in rows) if len(rows) > 1 else 0.0 for c in columns}}
 
 
+def mean_std_cells(t: dict, columns, points: str) -> str:
+    """Table cells of a mean_and_std table: 'mean ± std' of each accuracy column, then of the `points` column."""
+    return " | ".join([*(f"{pct(t['mean'][c])} ± {100 * t['std'][c]:.2f}" for c in columns),
+                       f"{100 * t['mean'][points]:+.2f} ± {100 * t['std'][points]:.2f}"])
+
+
 def render_seeds(m: dict) -> str:
     """KD against scratch over several seeds, when 04's seed runs have run (report/metrics/seeds/)."""
     t = seed_table(m)
@@ -238,7 +244,6 @@ def render_seeds(m: dict) -> str:
     rows = "\n".join(f"| {seed}{' (shipped)' if seed == m['student_kd']['run']['seed'] else ''} | "
                      + " | ".join(pct(r[c]) for c in cols) + f" | {100 * r['kd_minus_scratch_test']:+.2f} |"
                      for seed, r in t["rows"].items())
-    mean_std = " | ".join(f"{pct(t['mean'][c])} ± {100 * t['std'][c]:.2f}" for c in cols)
     return f"""
 **Seeds.** `04` with {len(t['rows'])} seeds (initial weights, shuffling, augmentation and dropout; the same split and
 teacher), each student kept on validation; the shipped students are seed 0's, fixed before any run:
@@ -246,7 +251,7 @@ teacher), each student kept on validation; the shipped students are seed 0's, fi
 | seed | KD validation | KD test | scratch validation | scratch test | KD − scratch (test, points) |
 |---|---:|---:|---:|---:|---:|
 {rows}
-| mean ± std | {mean_std} | {100 * t['mean']['kd_minus_scratch_test']:+.2f} ± {100 * t['std']['kd_minus_scratch_test']:.2f} |
+| mean ± std | {mean_std_cells(t, cols, 'kd_minus_scratch_test')} |
 """
 
 
@@ -347,26 +352,8 @@ def render_ensemble_kd(m: dict) -> str:
     rows = "\n".join(f"| {seed} | {pct(r['soft_val'])} / {pct(r['soft_test'])} | " + " | ".join(cell(r, c) for c in cols)
                      + (f" | {100 * r['ensemble_minus_scratch_test']:+.2f} |" if "scratch_test" in r else " | — |")
                      for seed, r in t["rows"].items())
-    mean = ("| mean ± std | | " + " | ".join(f"{pct(t['mean'][c])} ± {100 * t['std'][c]:.2f}" for c in cols)
-            + f" | {100 * t['mean']['ensemble_minus_scratch_test']:+.2f} ± {100 * t['std']['ensemble_minus_scratch_test']:.2f} |\n"
-            ) if t["n_complete"] > 1 else ""
-    sharper, r = "", m.get("teacher_ensemble")
-    if r:  # the same average in benchmarks/teacher_ensemble.py, whose combinations name the models
-        def label_probability(paths):
-            names = {name for name, path in r["models"].items() if path in paths}
-            return next((p for c, p in r["train_label_probability"].items() if set(c.split(" + ")) == names), None)
-        both, alone = label_probability(members), label_probability(members[:1])
-        if both is not None and alone is not None:
-            sharper = (f"On the first {r['n_train_checked']:,} training images, which both have seen, the ensemble gives the "
-                       f"label {pct(both)} of its probability on average, the teacher alone {pct(alone)} "
-                       f"(`benchmarks/teacher_ensemble.py`).")
-    shipped = {"checkpoints/teacher_resnet50.pt": m["teacher_evaluation"]["checkpoint_sha256"],
-               "checkpoints/student_improved.pt": m.get("student_improved", {}).get("checkpoint_sha256")}
-    current = "+".join(str(shipped.get(p)) for p in members)
-    stale = [str(seed) for seed, r in m["ensemble"].items() if r["student_kd"]["run"]["teacher_sha256"] != current]
-    if stale:
-        sharper += (f"\n\n**Seed {', '.join(stale)} learnt from other versions of these checkpoints than the shipped ones** "
-                    "(their `teacher_sha256` differs); run them again.")
+    mean = (f"| mean ± std | | {mean_std_cells(t, cols, 'ensemble_minus_scratch_test')} |\n"
+            if t["n_complete"] > 1 else "")
     return f"""
 **Distilling from the ensemble.** `04` with `extra_teachers` (`reproduce.py`'s `04_distillation_ensemble_seed*`): the
 soft targets are the mean of the softmax outputs of {' and '.join(f'`{p}`' for p in members)}; everything else as in
@@ -377,8 +364,32 @@ alone, and from scratch) where they were trained with the same settings:
 |---|---:|---:|---:|---:|---:|---:|
 {rows}
 {mean}
-{sharper}
+{ensemble_notes(m, members)}
 """
+
+
+def ensemble_notes(m: dict, members: list[str]) -> str:
+    """Under the ensemble table: how sure of the labels of training images the ensemble is against the
+    teacher alone (from benchmarks/teacher_ensemble.py, whose combinations name the models), and a bold
+    warning for ensemble runs whose members were not the shipped checkpoints."""
+    notes, r = [], m.get("teacher_ensemble")
+    if r:
+        def label_probability(paths):
+            names = {name for name, path in r["models"].items() if path in paths}
+            return next((p for c, p in r["train_label_probability"].items() if set(c.split(" + ")) == names), None)
+        both, alone = label_probability(members), label_probability(members[:1])
+        if both is not None and alone is not None:
+            notes.append(f"On the first {r['n_train_checked']:,} training images, which both have seen, the ensemble gives "
+                         f"the label {pct(both)} of its probability on average, the teacher alone {pct(alone)} "
+                         f"(`benchmarks/teacher_ensemble.py`).")
+    shipped = {"checkpoints/teacher_resnet50.pt": m["teacher_evaluation"]["checkpoint_sha256"],
+               "checkpoints/student_improved.pt": m.get("student_improved", {}).get("checkpoint_sha256")}
+    current = "+".join(str(shipped.get(p)) for p in members)
+    stale = [str(seed) for seed, run in m["ensemble"].items() if run["student_kd"]["run"]["teacher_sha256"] != current]
+    if stale:
+        notes.append(f"**Seed {', '.join(stale)} learnt from other versions of these checkpoints than the shipped ones** "
+                     "(their `teacher_sha256` differs); run them again.")
+    return "\n\n".join(notes)
 
 
 def render_improved(m: dict) -> str:
