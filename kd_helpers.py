@@ -200,12 +200,13 @@ def to_model_input(images: torch.Tensor, normalize: dict) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None, flip: bool = True,
-            degrees: float = 10.0, translate: float = 0.1, scale=(0.9, 1.1)):
-    """The homework's augmentation on a whole batch, random parameters per image.
+            degrees: float = 10.0, translate: float = 0.1, scale=(0.9, 1.1), erase: float = 0.0):
+    """The homework's augmentation on a whole batch, random parameters per image, then random erasing.
 
     `images` is (N, 1, H, W) float in [0, 1], so the background fills with 0 (black). Returns the
     augmented batch and the boolean mask of mirrored images (used to look up cached teacher logits).
     Rotation is uniform in +-degrees, translation uniform in +-translate of the size, scale uniform.
+    With probability `erase` an image also gets `random_erasing`.
     """
     n, device = images.shape[0], images.device
 
@@ -214,8 +215,14 @@ def augment(images: torch.Tensor, generator: torch.Generator | None = None, flip
 
     flipped = (torch.rand(n, generator=generator) < 0.5).to(device) if flip else torch.zeros(n, dtype=torch.bool, device=device)
     images = torch.where(flipped.view(-1, 1, 1, 1), images.flip(-1), images)
-    if degrees == 0 and translate == 0 and tuple(scale) == (1, 1):
-        return images, flipped
+    if degrees != 0 or translate != 0 or tuple(scale) != (1, 1):
+        images = _affine(images, uniform, degrees, translate, scale)
+    if erase > 0:
+        images = random_erasing(images, erase, generator)
+    return images, flipped
+
+
+def _affine(images, uniform, degrees, translate, scale):
     angle = uniform(-degrees, degrees) * math.pi / 180
     factor = uniform(*scale)
     shift_x, shift_y = uniform(-translate, translate) * 2, uniform(-translate, translate) * 2
@@ -224,7 +231,27 @@ def augment(images: torch.Tensor, generator: torch.Generator | None = None, flip
     theta = torch.stack([torch.stack([cos, sin, -(cos * shift_x + sin * shift_y)], 1),
                          torch.stack([-sin, cos, -(-sin * shift_x + cos * shift_y)], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False), flipped
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_erasing(images: torch.Tensor, p: float, generator: torch.Generator | None = None,
+                   area=(0.02, 0.25), aspect=(0.3, 3.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al., AAAI 2020): with probability p per image, one rectangle covering a
+    uniform `area` fraction of the image, its height/width ratio log-uniform in `aspect`, placed
+    uniformly, is replaced by uniform noise in [0, 1]. `images` is (N, C, H, W) in [0, 1]."""
+    n, _, height, width = images.shape
+    rand = lambda: torch.rand(n, generator=generator)  # noqa: E731
+    chosen = rand() < p
+    size = (rand() * (area[1] - area[0]) + area[0]) * height * width
+    ratio = torch.exp(rand() * (math.log(aspect[1]) - math.log(aspect[0])) + math.log(aspect[0]))
+    h = (size * ratio).sqrt().round().clamp(1, height)
+    w = (size / ratio).sqrt().round().clamp(1, width)
+    top, left = (rand() * (height - h + 1)).floor(), (rand() * (width - w + 1)).floor()
+    rows, cols = torch.arange(height).view(1, -1, 1), torch.arange(width).view(1, 1, -1)
+    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + h).view(-1, 1, 1))
+              & (cols >= left.view(-1, 1, 1)) & (cols < (left + w).view(-1, 1, 1)) & chosen.view(-1, 1, 1))
+    noise = torch.rand(images.shape, generator=generator)
+    return torch.where(inside.unsqueeze(1).to(images.device), noise.to(images.device), images)
 
 
 def batches(n: int, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None):

@@ -29,6 +29,11 @@ VARIANTS = {  # name -> changes to the base configuration
     # 50 epochs, patience 2) is the reference for these two.
     "flip_bs64_50_epochs": {"batch_size": 64, "epochs": 50},
     "flip_100_epochs_patience_4": {"epochs": 100, "patience": 4},
+    # session 8: random erasing (half the images lose a rectangle to noise) fights the overfitting
+    # those two showed; with T = 4, alpha = 0.9 the teacher's view of the unerased image weighs more.
+    "flip_erase_50_epochs": {"augmentation": {**FLIP, "erase": 0.5}, "epochs": 50},
+    "flip_erase_50_epochs_t4_alpha09": {"augmentation": {**FLIP, "erase": 0.5}, "epochs": 50,
+                                        "temperature": 4.0, "alpha": 0.9},
 }
 
 
