@@ -908,6 +908,8 @@ def check_parameters(**params) -> None:
             fail(name, value, "None or a positive integer")
         if name == "patience" and not (isinstance(value, int) and value >= 0):
             fail(name, value, "a non-negative integer")
+        if name == "erase" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            fail(name, value, "a probability in [0, 1]")
         if name == "alpha" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             fail(name, value, "a number in [0, 1]")
         if name in ("temperature", "lr") and not (isinstance(value, (int, float)) and value > 0):

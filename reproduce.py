@@ -275,27 +275,35 @@ probability on average (T = 1).
 """
 
 
+def augmentation_words(a: dict) -> str:
+    """'flip + shifts up to 0.07 + erasing (p 0.5)' for a run's recorded flip / shift / erasing augmentation."""
+    parts = (["flip"] if a.get("flip") else []) + ([f"shifts up to {a['translate']:g}"] if a.get("translate") else []) \
+        + ([f"random erasing (p {a['erase']:g})"] if a.get("erase") else [])
+    return " + ".join(parts) or "none"
+
+
 def render_augmentation_pilot(m: dict) -> str:
     """With and without random shifts, when benchmarks/augmentation_pilot.py has run."""
     if "augmentation_pilot" not in m:
         return ""
     r = m["augmentation_pilot"]
-    shifts = lambda a: f" + shifts up to {a['translate']:g}" if a["translate"] else ""  # noqa: E731
-    describe = lambda c: f"flip{shifts(c['augmentation'])}, batch {c['batch_size']}"  # noqa: E731
-    rows = "\n".join(f"| {name} | {describe(v['config'])} | {v['config']['epochs']}, patience {v['config']['patience']} | "
+    describe = lambda c: f"{augmentation_words(c['augmentation'])}, batch {c['batch_size']}"  # noqa: E731
+    rows = "\n".join(f"| {name} | {describe(v['config'])} | {v['config']['temperature']:g}, {v['config']['alpha']:g} | "
+                     f"{v['config']['epochs']}, patience {v['config']['patience']} | "
                      f"{pct(v['best_val_accuracy'])} (epoch {v['best_epoch']}) | "
                      f"{pct(v['last_train_accuracy_augmented'])} | {pct(v['train_accuracy_eval_mode'])} |"
                      for name, v in r["variants"].items())
     kd_run = m["student_kd"]["run"]
     return f"""
 **Augmentation and steps.** `python benchmarks/augmentation_pilot.py`: the KD student of `04` with and without random
-shifts, with batch 64 and with a longer schedule ({which_teacher(r['teacher_sha256'], m)}, seed 0, validation only). The
+shifts, with batch 64, with a longer schedule, and with random erasing, at `04`'s T and alpha and at T = 4, alpha = 0.9
+({which_teacher(r['teacher_sha256'], m)}, seed 0, validation only). The
 last two columns show how well it fits: the last epoch's training accuracy on augmented images with dropout on, and the
 kept weights' accuracy on {r['n_fit_check']:,} training images in eval mode.
-The shipped students of `04` trained with: flip{shifts(kd_run['augmentation'])}, batch {kd_run['config']['batch_size']}, {kd_run['config']['epochs']} epochs, patience {kd_run['config']['patience']} (the KD student: validation {pct(m['student_kd']['val_accuracy'])}).
+The shipped students of `04` trained with: {augmentation_words(kd_run['augmentation'])}, batch {kd_run['config']['batch_size']}, {kd_run['config']['epochs']} epochs, patience {kd_run['config']['patience']} (the KD student: validation {pct(m['student_kd']['val_accuracy'])}).
 
-| variant | augmentation | epochs | best validation | last epoch, training (augmented) | training images, eval mode |
-|---|---|---|---:|---:|---:|
+| variant | augmentation | T, alpha | epochs | best validation | last epoch, training (augmented) | training images, eval mode |
+|---|---|---|---|---:|---:|---:|
 {rows}
 """
 
@@ -420,8 +428,7 @@ def render_sweep(m: dict) -> str:
     w = m["kd_sweep"]
     figure = "![Validation accuracy of KD over temperature and alpha.](figures/kd_temperature_alpha_sweep.png)"
     teacher = which_teacher(w["teacher_sha256"], m)
-    shift = w["augmentation"]["translate"]
-    augmented = f"flip and shifts up to {shift:g}" if shift else "flip only"
+    augmented = augmentation_words({"flip": True, **w["augmentation"]})
     return f"""
 ### Temperature × alpha, and decoupled KD (validation, short budget)
 
@@ -626,7 +633,8 @@ and normalised with the training split's mean {data['pixel_statistics']['mean']:
 {figure("augmentation_examples", "Each augmentation of the homework, then all four (batched, on tensors).")}
 
 **Augmentation used for training the students** (`04`). Horizontal flip: {aug['flip']}; rotation ±{aug['degrees']}°;
-translation ±{100 * aug['translate']:.0f} %; scale {aug['scale'][0]}-{aug['scale'][1]}. The teacher's is in `00_train_teacher`.
+translation ±{100 * aug['translate']:.0f} %; scale {aug['scale'][0]}-{aug['scale'][1]}; random erasing: probability {aug.get('erase', 0.0):g}.
+The teacher's is in `00_train_teacher`.
 
 **Teacher.** torchvision's ResNet50 with a 10-class head ({teacher['parameters']:,} parameters), trained by
 `00_train_teacher` on the CPU in {len(stages)} stages, each keeping the epoch with the best validation accuracy

@@ -1,4 +1,4 @@
-"""Does the homework's student underfit? Its KD training with and without random shifts, on validation.
+"""Does the homework's student underfit, or overfit? Its KD training with other augmentations and steps, on validation.
 
     python benchmarks/augmentation_pilot.py          # writes report/metrics/augmentation_pilot.json
     python benchmarks/augmentation_pilot.py --tiny   # 512 images, 1 epoch, as the test suite runs it
@@ -7,7 +7,8 @@ Until session 6, `04` shifted the images by up to 2 pixels besides mirroring the
 training accuracy (augmented images, dropout on) stayed below their validation accuracy for all 50
 epochs: they underfit, and augmentation only makes fitting harder. This trains the KD student of `04`
 (the shipped teacher's cached logits, T = 1, alpha = 0.3, Adam 1e-3, ReduceLROnPlateau 0.5 / 2, seed 0)
-for 25 epochs, unless a variant says otherwise, with each augmentation, batch size or schedule below,
+for 25 epochs, unless a variant says otherwise, with each augmentation (flip, shifts, random erasing),
+batch size, schedule or soft-target setting below,
 and reports the best validation accuracy and the accuracy on 5,000 training images in eval mode (no
 augmentation, no dropout: how well the student fits what it learns from). The test set is not
 touched. Runs are resumable and replay from runs/pilots/.
@@ -34,6 +35,8 @@ VARIANTS = {  # name -> changes to the base configuration
     "flip_erase_50_epochs": {"augmentation": {**FLIP, "erase": 0.5}, "epochs": 50},
     "flip_erase_50_epochs_t4_alpha09": {"augmentation": {**FLIP, "erase": 0.5}, "epochs": 50,
                                         "temperature": 4.0, "alpha": 0.9},
+    # with erasing, 50 epochs ended before the plateau scheduler had lowered the rate as far as in 04
+    "flip_erase_100_epochs_patience_4": {"augmentation": {**FLIP, "erase": 0.5}, "epochs": 100, "patience": 4},
 }
 
 

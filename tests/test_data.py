@@ -60,6 +60,27 @@ def test_rotation_and_scaling_keep_the_centre_and_vary_per_image():
     assert not torch.allclose(out[0], out[1])                         # parameters differ per image
 
 
+def test_random_erasing_replaces_one_rectangle_in_about_p_of_the_images():
+    images = torch.zeros(2000, 1, 28, 28)
+    out = kd.random_erasing(images, 0.5, torch.Generator().manual_seed(0), area=(0.02, 0.25))
+    erased = out.flatten(1).ne(0)
+    hit = erased.any(1)
+    assert 0.45 < hit.float().mean() < 0.55
+    fraction = erased[hit].float().mean(1)
+    assert fraction.min() > 0.01 and fraction.max() < 0.30          # the area range, up to rounding
+    rows, cols = erased[hit].view(-1, 28, 28).any(2), erased[hit].view(-1, 28, 28).any(1)
+    assert torch.equal(erased[hit].sum(1), rows.sum(1) * cols.sum(1))  # a rectangle: rows x columns
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_augment_without_erasing_draws_the_same_randomness_as_before():
+    images = torch.rand(16, 1, 28, 28)
+    shifted = lambda **erase: kd.augment(images, torch.Generator().manual_seed(5), degrees=0, translate=0.07,  # noqa: E731
+                                         scale=(1, 1), **erase)[0]
+    assert torch.equal(shifted(), shifted(erase=0.0))
+    assert not torch.equal(shifted(), shifted(erase=1.0))
+
+
 def copy_dataset(tmp_path):
     source = kd.find_data_dir()
     for name in kd.SHA256:

@@ -80,9 +80,9 @@ def test_a_sweep_run_with_another_teacher_says_so():
         pytest.skip("06_kd_variants has not run")
     shipped = metrics["teacher_evaluation"]["checkpoint_sha256"]
     metrics["kd_sweep"] = {**metrics["kd_sweep"], "teacher_sha256": shipped, "augmentation": {"translate": 0.0}}
-    assert "earlier teacher" not in reproduce.render_sweep(metrics) and "images, flip only)" in reproduce.render_sweep(metrics)
+    assert "earlier teacher" not in reproduce.render_sweep(metrics) and "images, flip)" in reproduce.render_sweep(metrics)
     metrics["kd_sweep"]["augmentation"] = {"translate": 0.07}
-    assert "images, flip and shifts up to 0.07)" in reproduce.render_sweep(metrics)
+    assert "images, flip + shifts up to 0.07)" in reproduce.render_sweep(metrics)
     metrics["kd_sweep"]["teacher_sha256"] = "0" * 64
     assert "**an earlier teacher** (SHA-256 `000000000000`" in reproduce.render_sweep(metrics)
 
@@ -185,16 +185,20 @@ def test_headroom_section_appears_with_its_metrics():
 def test_augmentation_pilot_section_appears_with_its_metrics():
     metrics = reproduce.load_metrics(REPORT)
     assert reproduce.render_augmentation_pilot({k: v for k, v in metrics.items() if k != "augmentation_pilot"}) == ""
-    config = {"epochs": 25, "patience": 2, "batch_size": 128, "augmentation": {"flip": True, "translate": 0.07}}
+    config = {"epochs": 25, "patience": 2, "batch_size": 128, "temperature": 1.0, "alpha": 0.3,
+              "augmentation": {"flip": True, "translate": 0.07}}
     variant = lambda config, val: {"config": config, "best_val_accuracy": val, "best_epoch": 24,  # noqa: E731
                                    "last_train_accuracy_augmented": 0.92, "train_accuracy_eval_mode": 0.94}
     metrics["augmentation_pilot"] = {"teacher_sha256": metrics["teacher_evaluation"]["checkpoint_sha256"],
                                      "n_fit_check": 5000, "variants": {
                                          "flip_shift": variant(config, 0.9298),
-                                         "flip": variant({**config, "augmentation": {"flip": True, "translate": 0.0}}, 0.9332)}}
+                                         "flip": variant({**config, "augmentation": {"flip": True, "translate": 0.0}}, 0.9332),
+                                         "erase": variant({**config, "temperature": 4.0, "alpha": 0.9, "augmentation": {
+                                             "flip": True, "translate": 0.0, "erase": 0.5}}, 0.94)}}
     text = reproduce.render_augmentation_pilot(metrics)
-    assert "| flip_shift | flip + shifts up to 0.07, batch 128 | 25, patience 2 | 92.98 % (epoch 24) | 92.00 % | 94.00 % |" in text
-    assert "| flip | flip, batch 128 | 25, patience 2 | 93.32 % (epoch 24) |" in text and "the shipped teacher" in text
+    assert "| flip_shift | flip + shifts up to 0.07, batch 128 | 1, 0.3 | 25, patience 2 | 92.98 % (epoch 24) | 92.00 % | 94.00 % |" in text
+    assert "| flip | flip, batch 128 | 1, 0.3 | 25, patience 2 | 93.32 % (epoch 24) |" in text and "the shipped teacher" in text
+    assert "| erase | flip + random erasing (p 0.5), batch 128 | 4, 0.9 | 25, patience 2 | 94.00 % (epoch 24) |" in text
     metrics["student_kd"]["run"]["augmentation"] = {"flip": True, "translate": 0.07}
     assert "students of `04` trained with: flip + shifts up to 0.07, batch" in reproduce.render_augmentation_pilot(metrics)
 

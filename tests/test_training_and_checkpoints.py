@@ -203,6 +203,7 @@ def test_checkpoint_carrying_code_is_refused(tmp_path):
     ({"temperature": 0}, "temperature=0"), ({"arch": "vgg"}, "student_net"), ({"profile": "medium"}, "quick"),
     ({"device": "tpu"}, "cuda"), ({"factor": 1.0}, r"\(0, 1\)"),
     ({"extra_teachers": "checkpoints/student_improved.pt"}, "list of checkpoint paths"),
+    ({"erase": 1.5}, "erase=1.5.*probability"),
 ])
 def test_invalid_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):
