@@ -146,6 +146,17 @@ def stratified_split(labels: torch.Tensor, n_val: int = 5000, seed: int = 0):
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
+def stratified_folds(labels: torch.Tensor, k: int, seed: int = 0) -> list[torch.Tensor]:
+    """k disjoint sorted index sets covering range(len(labels)), each holding about 1/k of every class."""
+    generator = torch.Generator().manual_seed(seed)
+    folds = [[] for _ in range(k)]
+    for c in labels.unique():
+        members = (labels == c).nonzero().flatten()
+        for fold, part in zip(folds, members[torch.randperm(len(members), generator=generator)].tensor_split(k)):
+            fold.append(part)
+    return [torch.cat(fold).sort().values for fold in folds]
+
+
 def fashion_mnist_splits(data_dir=None, download: bool = False, n_val: int = 5000, seed: int = 0) -> dict:
     """The project's data: train (55k), val (5k) and test (10k) images and labels, plus
     `train_index` (each train image's index in the official training set) and `normalize`."""
@@ -642,6 +653,37 @@ def train_student(data, config: dict, *, prefix: str, run_dir, arch: str = "stud
                  progress=progress, max_batches=max_batches, checkpoint=run_dir / f"{tag}.resume.pt",
                  log_file=run_dir / f"{tag}.log", config=plain(config))
     return model, {**result, "config": plain(config), "tag": tag, "teacher_mode": mode}
+
+
+def out_of_fold_logits(data, config: dict, *, folds: int, prefix: str, run_dir, arch: str = "student_gap",
+                       teacher_logits=None, teacher_sha256: str | None = None, device="cpu", compile=False,
+                       progress=False, max_batches=None, only=None):
+    """Soft targets from models that have not seen the image. The training images are split into
+    `folds` stratified folds (`stratified_folds`, seeded by config["seed"]); for each, `arch` is trained
+    by `train_student(config)` on the other folds (distilled from the matching `teacher_logits` when
+    given; resumable, kept on validation) and predicts the held-out fold and its mirror images.
+    Returns the (2, N, C) logits aligned with data["train_images"], as `teacher_logits_cache`, and
+    each fold model's best validation accuracy. `only` (fold numbers from 1) trains just those folds,
+    to share the work between processes, and returns (None, their accuracies)."""
+    images, labels = data["train_images"], data["train_labels"]
+    logits, val_accuracy = None, []
+    for number, held in enumerate(stratified_folds(labels, folds, config.get("seed", 0)), 1):
+        if only is not None and number not in only:
+            continue
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        keep[held] = False
+        subset = {**data, "train_images": images[keep], "train_labels": labels[keep]}
+        model, result = train_student(
+            subset, config, prefix=f"{prefix}_fold{number}of{folds}", run_dir=run_dir, arch=arch, device=device,
+            teacher_logits=None if teacher_logits is None else teacher_logits[:, keep], teacher_sha256=teacher_sha256,
+            compile=compile, progress=progress, max_batches=max_batches)
+        for mirrored in (0, 1):
+            held_logits = predict(model, images[held], data["normalize"], flip=bool(mirrored))
+            if logits is None:
+                logits = torch.zeros(2, len(labels), held_logits.shape[1])
+            logits[mirrored, held] = held_logits
+        val_accuracy.append(result["best_val_accuracy"])
+    return (None if only is not None else logits), val_accuracy
 
 
 def run_name(prefix: str, config: dict, **extra) -> str:

@@ -139,3 +139,19 @@ def test_teacher_ensemble_runs_tiny():
     assert record["arch"] == {"stage 4 (shipped)": "resnet50_stride1", "improved student": "student_gap"}
     assert record["n_train_checked"] == 256 and set(record["train_label_probability"]) == set(record["val_accuracy"])
     assert all(0.5 < p <= 1 for p in record["train_label_probability"].values())  # shipped models fit their training images
+
+
+def test_out_of_fold_benchmark_runs_tiny(tmp_path):
+    import runpy
+    from pathlib import Path
+    script = runpy.run_path(str(Path(reproduce.__file__).parent / "benchmarks" / "out_of_fold_targets.py"))
+    common = ["--tiny", "--run-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]
+    assert script["main"]([*common, "--folds-only", "2"]) == {}          # one fold now, the rest later
+    assert len(list((tmp_path / "runs").glob("oof_gap_fold*.log"))) == 1
+    record = script["main"](common)
+    assert record["folds"] == 2 and len(record["fold_val_accuracy"]) == 2 and record["n_train"] == 512
+    assert set(record["students"]) == {"out-of-fold", "teacher + out-of-fold"}
+    shares = record["train_images"]
+    assert set(shares) == {"teacher", "out-of-fold", "teacher + out-of-fold"}
+    assert all(0 < s["label_probability"] <= 1 and 0 <= s["accuracy"] <= 1 for s in shares.values())
+    assert len(list((tmp_path / "runs").glob("oof_student_seed0_*.log"))) == 1

@@ -278,3 +278,45 @@ def test_ship_student_writes_a_reloadable_checkpoint_and_its_metrics(small_data,
     with pytest.raises(kd.CheckpointError, match="disagrees"):
         kd.ship_student(model, result, {**test, "accuracy": test["accuracy"] + 0.5}, small_data, path, metrics_path,
                         arch="student_gap", augmentation={}, teacher_sha256=None, seed=0)
+
+
+def test_stratified_folds_partition_the_images_with_every_class_in_each():
+    labels = torch.arange(10).repeat_interleave(53)                   # 53 images per class
+    folds = kd.stratified_folds(labels, 5, seed=0)
+    together = torch.cat(folds)
+    assert len(together) == len(labels) and torch.equal(together.sort().values, torch.arange(len(labels)))
+    for fold in folds:
+        counts = torch.bincount(labels[fold], minlength=10)
+        assert counts.min() >= 10 and counts.max() <= 11                 # 53 / 5 per class, rounded either way
+    assert not torch.equal(folds[0], kd.stratified_folds(labels, 5, seed=1)[0])
+
+
+def test_out_of_fold_logits_come_from_models_that_never_saw_the_image(small_data, monkeypatch, tmp_path):
+    """A stand-in for train_student whose 'model' answers, as logit 0, the distance from each input
+    to the nearest image it was trained on: zero exactly where it has seen the image."""
+    class NearestSeen(torch.nn.Module):
+        def __init__(self, train_images, normalize):
+            super().__init__()
+            self.seen = kd.to_model_input(train_images.unsqueeze(1).float() / 255, normalize).flatten(1)
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            distance = torch.cdist(x.flatten(1), self.seen).min(1).values
+            return torch.cat([distance[:, None], torch.zeros(len(x), 9)], 1)
+
+    trained_on = []
+
+    def fake_train_student(data, config, *, prefix, teacher_logits, **kwargs):
+        trained_on.append((prefix, len(data["train_labels"]), None if teacher_logits is None else teacher_logits.shape))
+        return NearestSeen(data["train_images"], data["normalize"]), {"best_val_accuracy": 0.5}
+
+    monkeypatch.setattr(kd, "train_student", fake_train_student)
+    n = len(small_data["train_labels"])
+    teacher_logits = torch.zeros(2, n, 10)
+    logits, val_accuracy = kd.out_of_fold_logits(small_data, {"seed": 0}, folds=4, prefix="oof", run_dir=tmp_path,
+                                                 teacher_logits=teacher_logits)
+    assert logits.shape == (2, n, 10) and val_accuracy == [0.5] * 4
+    assert logits[0, :, 0].min() > 0                                   # no image was predicted by a model that saw it
+    assert [p for p, _, _ in trained_on] == [f"oof_fold{i}of4" for i in (1, 2, 3, 4)]
+    assert sum(n - m for _, m, _ in trained_on) == n                   # each image held out exactly once
+    assert all(shape == (2, m, 10) for _, m, shape in trained_on)      # the teacher's logits of the same images
