@@ -400,6 +400,40 @@ def ensemble_notes(m: dict, members: list[str]) -> str:
     return "\n\n".join(notes)
 
 
+def render_out_of_fold(m: dict) -> str:
+    """KD from out-of-fold predictions, when benchmarks/out_of_fold_targets.py has run (validation only)."""
+    if "out_of_fold_targets" not in m:
+        return ""
+    r = m["out_of_fold_targets"]
+    f, c = r["fold_config"], r["student_config"]
+    shares = "\n".join(f"| {name} | {pct(v['accuracy'])} | {pct(v['label_probability'])} |"
+                       for name, v in r["train_images"].items())
+    students = "\n".join(f"| {name} | {pct(v['best_val_accuracy'])} (epoch {v['best_epoch']}) |"
+                         for name, v in r["students"].items())
+    kd_run = m["student_kd"]
+    reference = (f"| the teacher alone (`04`'s shipped KD student, the same settings) | {pct(kd_run['val_accuracy'])} |"
+                 if kd_run["run"]["config"] == c and kd_run["run"]["teacher_sha256"] == r["teacher_sha256"] else "")
+    return f"""
+**Soft targets from models that have not seen the image.** `python benchmarks/out_of_fold_targets.py` splits the
+{r['n_train']:,} training images into {r['folds']} stratified folds; for each fold a `GapStudentNet` ({f['epochs']} epochs of
+`04b`'s recipe, distilled from {which_teacher(r['teacher_sha256'], m)}) trained on the other folds predicts the held-out
+images (fold models' best validation accuracy: {', '.join(pct(a) for a in r['fold_val_accuracy'])}). On the training
+images the soft-target sources compare as follows (unmirrored images; the teacher has seen them all):
+
+| source | accuracy on training images | mean probability on the label |
+|---|---:|---:|
+{shares}
+
+The homework's student distilled from each, as in `04` (T = {c['temperature']:g}, alpha = {c['alpha']:g}, {c['epochs']} epochs,
+seed {c['seed']}), kept on validation; the test set is not used:
+
+| soft targets | best validation accuracy |
+|---|---:|
+{students}
+{reference}
+"""
+
+
 def render_improved(m: dict) -> str:
     """The better student under 100,000 parameters, when 04b_improved_student has run."""
     if "student_improved" not in m:
@@ -692,7 +726,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-{render_seeds(m)}{render_augmentation_pilot(m)}{render_headroom(m)}{render_teacher_ensemble(m)}{render_ensemble_kd(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
+{render_seeds(m)}{render_augmentation_pilot(m)}{render_headroom(m)}{render_teacher_ensemble(m)}{render_ensemble_kd(m)}{render_out_of_fold(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
 ## Reproduction
 
 ```bash

@@ -254,3 +254,22 @@ def test_ensemble_kd_table_sets_each_seed_beside_the_same_seeds_students():
     assert reproduce.ensemble_kd_table(metrics)["n_complete"] == 0
     del metrics["ensemble"]
     assert reproduce.render_ensemble_kd(metrics) == ""
+
+
+def test_out_of_fold_section_shows_the_sources_and_the_students_beside_04():
+    metrics = reproduce.load_metrics(REPORT)
+    assert reproduce.render_out_of_fold({k: v for k, v in metrics.items() if k != "out_of_fold_targets"}) == ""
+    share = lambda acc, prob: {"accuracy": acc, "label_probability": prob}  # noqa: E731
+    metrics["out_of_fold_targets"] = {
+        "teacher_sha256": metrics["teacher_evaluation"]["checkpoint_sha256"], "n_train": 55000, "folds": 5,
+        "fold_config": {"epochs": 15}, "fold_val_accuracy": [0.93, 0.935, 0.94, 0.93, 0.93],
+        "student_config": metrics["student_kd"]["run"]["config"],
+        "train_images": {"teacher": share(0.97, 0.94), "out-of-fold": share(0.93, 0.88),
+                         "teacher + out-of-fold": share(0.95, 0.91)},
+        "students": {"out-of-fold": {"best_val_accuracy": 0.9421, "best_epoch": 44}}}
+    text = reproduce.render_out_of_fold(metrics)
+    assert "| out-of-fold | 93.00 % | 88.00 % |" in text and "| teacher | 97.00 % | 94.00 % |" in text
+    assert "| out-of-fold | 94.21 % (epoch 44) |" in text and "55,000 training" in text
+    assert f"the same settings) | {reproduce.pct(metrics['student_kd']['val_accuracy'])} |" in text
+    metrics["out_of_fold_targets"]["student_config"] = {**metrics["student_kd"]["run"]["config"], "epochs": 1}
+    assert "the same settings" not in reproduce.render_out_of_fold(metrics)  # no reference trained otherwise
