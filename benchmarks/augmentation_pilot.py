@@ -35,8 +35,6 @@ VARIANTS = {  # name -> changes to the base configuration
     "flip_erase_50_epochs": {"augmentation": {**FLIP, "erase": 0.5}, "epochs": 50},
     "flip_erase_50_epochs_t4_alpha09": {"augmentation": {**FLIP, "erase": 0.5}, "epochs": 50,
                                         "temperature": 4.0, "alpha": 0.9},
-    # with erasing, 50 epochs ended before the plateau scheduler had lowered the rate as far as in 04
-    "flip_erase_100_epochs_patience_4": {"augmentation": {**FLIP, "erase": 0.5}, "epochs": 100, "patience": 4},
 }
 
 
