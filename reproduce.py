@@ -487,8 +487,9 @@ def render_benchmark(b: dict) -> str:
     base = next(iter(speeds.values()))
     rows = "\n".join(f"| {name} | {v:,.0f} | {v / base:.1f}x |" for name, v in speeds.items())
     inference = "\n".join(f"| {name} | {r['latency_ms']:.2f} ms | {r['images_per_s']:,.0f} |" for name, r in b["inference"].items())
+    augmented = augmentation_words(b.get("augmentation", {"flip": True, "translate": 0.07}))  # before session 8: shifts
     return f"""`{b['command']}` on {b['date']} ({b['threads']} threads, teacher `{b['teacher_arch']}`, project loop
-{'compiled' if b['compiled'] else 'eager'}), images/s of distillation training:
+{'compiled' if b['compiled'] else 'eager'}, augmentation: {augmented}), images/s of distillation training:
 
 | pipeline | images/s | vs (a) |
 |---|---:|---:|
