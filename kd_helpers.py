@@ -672,7 +672,8 @@ def out_of_fold_logits(data, config: dict, *, folds: int, prefix: str, run_dir, 
             continue
         keep = torch.ones(len(labels), dtype=torch.bool)
         keep[held] = False
-        subset = {**data, "train_images": images[keep], "train_labels": labels[keep]}
+        subset = {**data, **{key: data[key][keep] for key in ("train_images", "train_labels", "train_index")
+                             if key in data}}
         model, result = train_student(
             subset, config, prefix=f"{prefix}_fold{number}of{folds}", run_dir=run_dir, arch=arch, device=device,
             teacher_logits=None if teacher_logits is None else teacher_logits[:, keep], teacher_sha256=teacher_sha256,

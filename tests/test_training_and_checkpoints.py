@@ -307,6 +307,7 @@ def test_out_of_fold_logits_come_from_models_that_never_saw_the_image(small_data
     trained_on = []
 
     def fake_train_student(data, config, *, prefix, teacher_logits, **kwargs):
+        assert len(data["train_index"]) == len(data["train_labels"])   # the subset keeps its keys aligned
         trained_on.append((prefix, len(data["train_labels"]), None if teacher_logits is None else teacher_logits.shape))
         return NearestSeen(data["train_images"], data["normalize"]), {"best_val_accuracy": 0.5}
 
