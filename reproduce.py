@@ -276,14 +276,14 @@ probability on average (T = 1).
 
 
 def augmentation_words(a: dict) -> str:
-    """'flip + shifts up to 0.07 + erasing (p 0.5)' for a run's recorded flip / shift / erasing augmentation."""
+    """'flip + shifts up to 0.07 + random erasing (p 0.5)': a run's recorded flip, shifts and erasing, in words."""
     parts = (["flip"] if a.get("flip") else []) + ([f"shifts up to {a['translate']:g}"] if a.get("translate") else []) \
         + ([f"random erasing (p {a['erase']:g})"] if a.get("erase") else [])
     return " + ".join(parts) or "none"
 
 
 def render_augmentation_pilot(m: dict) -> str:
-    """With and without random shifts, when benchmarks/augmentation_pilot.py has run."""
+    """The pilot's augmentations, schedules and soft-target settings, when benchmarks/augmentation_pilot.py has run."""
     if "augmentation_pilot" not in m:
         return ""
     r = m["augmentation_pilot"]
@@ -487,7 +487,7 @@ def render_benchmark(b: dict) -> str:
     base = next(iter(speeds.values()))
     rows = "\n".join(f"| {name} | {v:,.0f} | {v / base:.1f}x |" for name, v in speeds.items())
     inference = "\n".join(f"| {name} | {r['latency_ms']:.2f} ms | {r['images_per_s']:,.0f} |" for name, r in b["inference"].items())
-    augmented = augmentation_words(b.get("augmentation", {"flip": True, "translate": 0.07}))  # before session 8: shifts
+    augmented = augmentation_words(b["augmentation"])
     return f"""`{b['command']}` on {b['date']} ({b['threads']} threads, teacher `{b['teacher_arch']}`, project loop
 {'compiled' if b['compiled'] else 'eager'}, augmentation: {augmented}), images/s of distillation training:
 
