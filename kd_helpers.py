@@ -132,29 +132,25 @@ def load_fashion_mnist(data_dir=None, download: bool = False) -> dict[str, torch
             "test_labels": read["t10k-labels-idx1-ubyte"].long()}
 
 
+def _shuffled_classes(labels: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """The indices of each class, in a random order drawn from `seed`: what stratified splits cut."""
+    generator = torch.Generator().manual_seed(seed)
+    members = [(labels == c).nonzero().flatten() for c in labels.unique()]
+    return [m[torch.randperm(len(m), generator=generator)] for m in members]
+
+
 def stratified_split(labels: torch.Tensor, n_val: int = 5000, seed: int = 0):
     """Indices (train, val): n_val images held out, the same share of every class, the same every time."""
-    generator = torch.Generator().manual_seed(seed)
-    classes = labels.unique()
+    classes = _shuffled_classes(labels, seed)
     per_class = n_val // len(classes)
-    train, val = [], []
-    for c in classes:
-        members = (labels == c).nonzero().flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        val.append(members[:per_class])
-        train.append(members[per_class:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
+    return (torch.cat([m[per_class:] for m in classes]).sort().values,
+            torch.cat([m[:per_class] for m in classes]).sort().values)
 
 
 def stratified_folds(labels: torch.Tensor, k: int, seed: int = 0) -> list[torch.Tensor]:
     """k disjoint sorted index sets covering range(len(labels)), each holding about 1/k of every class."""
-    generator = torch.Generator().manual_seed(seed)
-    folds = [[] for _ in range(k)]
-    for c in labels.unique():
-        members = (labels == c).nonzero().flatten()
-        for fold, part in zip(folds, members[torch.randperm(len(members), generator=generator)].tensor_split(k)):
-            fold.append(part)
-    return [torch.cat(fold).sort().values for fold in folds]
+    parts = [m.tensor_split(k) for m in _shuffled_classes(labels, seed)]
+    return [torch.cat([p[fold] for p in parts]).sort().values for fold in range(k)]
 
 
 def fashion_mnist_splits(data_dir=None, download: bool = False, n_val: int = 5000, seed: int = 0) -> dict:
@@ -181,6 +177,13 @@ def first_images(data: dict, n_train: int | None = None, n_test: int | None = No
             data[key] = data[key][:n_train]
     data["test_images"], data["test_labels"] = data["test_images"][:n_test], data["test_labels"][:n_test]
     return data
+
+
+def smoke_test_data(data: dict, n_train: int = 512, n_val: int = 256) -> dict:
+    """A benchmark's `--tiny` data: the first n_train training and n_val validation images, no test
+    images. Only for checking that a script runs; a real run keeps the whole validation split."""
+    return {**first_images(data, n_train, 0), "val_images": data["val_images"][:n_val],
+            "val_labels": data["val_labels"][:n_val]}
 
 
 def normalization_constants(images: torch.Tensor, channels: int = 3) -> dict:

@@ -300,7 +300,8 @@ shifts, with batch 64, with a longer schedule, and with random erasing, at `04`'
 ({which_teacher(r['teacher_sha256'], m)}, seed 0, validation only). The
 last two columns show how well it fits: the last epoch's training accuracy on augmented images with dropout on, and the
 kept weights' accuracy on {r['n_fit_check']:,} training images in eval mode.
-The shipped students of `04` trained with: {augmentation_words(kd_run['augmentation'])}, batch {kd_run['config']['batch_size']}, {kd_run['config']['epochs']} epochs, patience {kd_run['config']['patience']} (the KD student: validation {pct(m['student_kd']['val_accuracy'])}).
+The shipped students of `04` trained with: {augmentation_words(kd_run['augmentation'])}, batch {kd_run['config']['batch_size']},
+{kd_run['config']['epochs']} epochs, patience {kd_run['config']['patience']} (the KD student: validation {pct(m['student_kd']['val_accuracy'])}).
 
 | variant | augmentation | T, alpha | epochs | best validation | last epoch, training (augmented) | training images, eval mode |
 |---|---|---|---|---:|---:|---:|

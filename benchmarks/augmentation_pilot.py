@@ -50,8 +50,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     data = kd.fashion_mnist_splits()
     if args.tiny:
-        data = {**kd.first_images(data, 512, 0), "val_images": data["val_images"][:256],
-                "val_labels": data["val_labels"][:256]}
+        data = kd.smoke_test_data(data)
     teacher, _, teacher_sha256 = kd.load_teacher(kd.project_path(args.teacher), data["normalize"])
     logits = kd.teacher_logits_cache(teacher, data["train_images"], data["normalize"], teacher_sha256,
                                      kd.project_path(args.cache_dir))
