@@ -5,7 +5,8 @@ Sections, in the order data flows through them:
     2. models      StudentNet (the homework's), GapStudentNet (the improved one), the ResNet50 teacher,
                    TeacherEnsemble, build_model(arch)
     3. losses      distillation_loss (Hinton et al., 2015), average_soft_targets, decoupled_kd_loss (Zhao et al., 2022)
-    4. training    train_one_epoch (optionally compiled), fit (resumable, atomic checkpoints), logit cache
+    4. training    train_one_epoch (optionally compiled), WeightAverage (EMA), fit (resumable, atomic
+                   checkpoints), logit cache
     5. evaluation  predict, evaluate, confusion matrix, calibration
     6. artefacts   checkpoints (weights_only), metrics JSON, run info, parameter checks
     7. figures     save_fig and the plots the notebooks share
@@ -13,6 +14,7 @@ Sections, in the order data flows through them:
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -493,12 +495,13 @@ def compiled(model: nn.Module):
 
 def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, generator, augmentation,
                     epoch=0, teacher=None, teacher_logits=None, temperature=4.0, alpha=0.9, method="kd", beta=8.0,
-                    lr_at=None, max_batches=None, progress=False, forward=None):
+                    lr_at=None, max_batches=None, progress=False, forward=None, average=None):
     """One pass over (images, labels), uint8 on the model's device. With a `teacher` module or cached
     `teacher_logits` (2, N, C on the same device: for each image and its mirror, aligned with `images`), the loss is
     `distillation_loss` (method "kd") or `decoupled_kd_loss` (method "dkd", alpha and beta weighing
     its two parts); otherwise cross-entropy. `lr_at(step)` sets the learning rate per batch;
-    `forward` replaces `model` for the training forward pass (e.g. `compiled(model)`).
+    `forward` replaces `model` for the training forward pass (e.g. `compiled(model)`); `average`
+    (a `WeightAverage`) is updated after every step.
     Returns mean loss and accuracy on the augmented training batches."""
     if method not in ("kd", "dkd"):
         raise ValueError(f"unknown distillation method {method!r}; choose kd or dkd")
@@ -534,6 +537,8 @@ def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update(model)
         total_loss += loss.detach() * len(idx)
         total_correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
@@ -545,6 +550,29 @@ def _progress(items, enabled, desc):
         return items
     from tqdm.auto import tqdm
     return tqdm(items, desc=desc, leave=False, mininterval=2)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics, updated after every
+    optimiser step (Polyak averaging, as in Tarvainen and Valpola, 2017): `decay` weighs the average so far,
+    ramped up as min(decay, (1 + steps) / (10 + steps)) so that the first steps do not freeze the random
+    initialisation in. `self.model` is the averaged copy, in eval mode."""
+
+    def __init__(self, model: nn.Module, decay: float, steps: int = 0):
+        if not 0 < decay < 1:
+            raise ValueError(f"EMA decay {decay!r} must be in (0, 1), e.g. 0.999; 0 turns averaging off in fit()")
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.steps = decay, steps
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for average, current in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if average.is_floating_point():
+                average.lerp_(current, 1 - decay)
+            else:  # batch norm's step counter
+                average.copy_(current)
 
 
 def one_cycle(peak_lr: float, total_steps: int, warmup: float = 0.15):
@@ -559,12 +587,16 @@ def one_cycle(peak_lr: float, total_steps: int, warmup: float = 0.15):
 
 def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=0.0,
         schedule="plateau", factor=0.5, patience=3, augmentation=None, teacher=None, teacher_logits=None,
-        temperature=4.0, alpha=0.9, method="kd", beta=8.0, seed=0, checkpoint=None, log_file=None,
+        temperature=4.0, alpha=0.9, method="kd", beta=8.0, ema=0.0, seed=0, checkpoint=None, log_file=None,
         max_batches=None, progress=False, config=None, compile=False) -> dict:
     """Train `model` on data["train_*"], choose the epoch with the best validation accuracy.
 
     schedule: 'plateau' (ReduceLROnPlateau on validation loss, `factor`, `patience`) or 'one_cycle'.
     compile: train through `compiled(model)` (torch.compile, ~30 s to compile, eager where unavailable).
+    ema: with a decay in (0, 1), a `WeightAverage` of the weights is evaluated on validation after every
+    epoch as well, and the epoch is chosen by the average's accuracy (the returned weights are the
+    average's); the learning-rate schedule still follows the trained weights, so their history is the
+    same as without averaging. 0 turns it off.
     With `checkpoint` (a path), the state after each epoch is written there atomically, and a later
     call with the same arguments resumes from it; every epoch draws its randomness from `seed` and its
     own number, so a resumed run equals an uninterrupted one. Returns the history and the best weights
@@ -588,6 +620,7 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
     else:
         raise ValueError(f"unknown schedule {schedule!r}; choose plateau or one_cycle")
     state = {"epoch": 0, "history": [], "best": None, "best_val_accuracy": -1.0, "train_seconds": 0.0}
+    average = WeightAverage(model, ema) if ema else None
     if checkpoint is not None and Path(checkpoint).exists():
         saved = torch.load(checkpoint, map_location=device, weights_only=True)
         settings = lambda c: json.dumps(c or {}, sort_keys=True, default=str)  # noqa: E731
@@ -599,6 +632,9 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
         if plateau is not None:
             plateau.load_state_dict(saved["scheduler"])
         state = saved["state"]
+        if average is not None:
+            average.model.load_state_dict(saved["average"])
+            average.steps = saved["average_steps"]
         for h in state["history"]:
             print(_epoch_line(h, epochs, eta=None))
         _log(f"resumed from {checkpoint} after epoch {state['epoch']}", log_file)
@@ -612,7 +648,7 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
             model, train_x, train_y, normalize, optimizer=opt, batch_size=batch_size, generator=generator,
             augmentation=augmentation, epoch=epoch, teacher=teacher, teacher_logits=teacher_logits,
             temperature=temperature, alpha=alpha, method=method, beta=beta, lr_at=lr_at,
-            max_batches=max_batches, progress=progress, forward=forward)
+            max_batches=max_batches, progress=progress, forward=forward, average=average)
         val = evaluate(model, data["val_images"], data["val_labels"], normalize)
         current_lr = opt.param_groups[0]["lr"]
         if plateau is not None:
@@ -622,9 +658,14 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
         state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                                  "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": current_lr,
                                  "seconds": seconds})
-        if val["accuracy"] > state["best_val_accuracy"]:
-            state["best_val_accuracy"] = val["accuracy"]
-            state["best"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        chosen, candidate = val["accuracy"], model
+        if average is not None:
+            averaged = evaluate(average.model, data["val_images"], data["val_labels"], normalize)
+            state["history"][-1].update(ema_val_loss=averaged["loss"], ema_val_accuracy=averaged["accuracy"])
+            chosen, candidate = averaged["accuracy"], average.model
+        if chosen > state["best_val_accuracy"]:
+            state["best_val_accuracy"] = chosen
+            state["best"] = {k: v.detach().cpu().clone() for k, v in candidate.state_dict().items()}
             state["best_epoch"] = epoch + 1
         state["epoch"] = epoch + 1
         eta = state["train_seconds"] / state["epoch"] * (epochs - state["epoch"])
@@ -632,7 +673,9 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
         if checkpoint is not None:
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": plateau.state_dict() if plateau is not None else {},
-                         "state": state, "config": config or {}}, checkpoint)
+                         "state": state, "config": config or {},
+                         **({"average": average.model.state_dict(), "average_steps": average.steps}
+                            if average is not None else {})}, checkpoint)
     model.load_state_dict(state["best"])
     return {"history": state["history"], "best_epoch": state.get("best_epoch"),
             "best_val_accuracy": state["best_val_accuracy"], "train_seconds": state["train_seconds"]}
@@ -699,7 +742,8 @@ def run_name(prefix: str, config: dict, **extra) -> str:
 def _epoch_line(h: dict, epochs: int, eta: float | None) -> str:
     return (f"epoch {h['epoch']}/{epochs}  loss {h['train_loss']:.4f}  train_acc {100 * h['train_accuracy']:.2f}%  "
             f"val_loss {h['val_loss']:.4f}  val_acc {100 * h['val_accuracy']:.2f}%  lr {h['lr']:.2e}  "
-            f"{h['seconds']:.0f} s" + ("" if eta is None else f"  eta {eta / 60:.1f} min"))
+            + (f"ema_val_acc {100 * h['ema_val_accuracy']:.2f}%  " if "ema_val_accuracy" in h else "")
+            + f"{h['seconds']:.0f} s" + ("" if eta is None else f"  eta {eta / 60:.1f} min"))
 
 
 def _log(line: str, log_file=None):
@@ -956,6 +1000,8 @@ def check_parameters(**params) -> None:
             fail(name, value, "a non-negative integer")
         if name == "erase" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             fail(name, value, "a probability in [0, 1]")
+        if name == "ema" and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            fail(name, value, "0 (off) or an averaging decay in (0, 1), e.g. 0.999")
         if name == "alpha" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             fail(name, value, "a number in [0, 1]")
         if name in ("temperature", "lr") and not (isinstance(value, (int, float)) and value > 0):

@@ -8,7 +8,8 @@ training accuracy (augmented images, dropout on) stayed below their validation a
 epochs: they underfit, and augmentation only makes fitting harder. This trains the KD student of `04`
 (the shipped teacher's cached logits, T = 1, alpha = 0.3, Adam 1e-3, ReduceLROnPlateau 0.5 / 2, seed 0)
 for 25 epochs, unless a variant says otherwise, with each augmentation (flip, shifts, random erasing),
-batch size, schedule or soft-target setting below,
+batch size, schedule, soft-target setting or weight averaging below (one variant trains `04b`'s
+improved student with `04b`'s recipe instead),
 and reports the best validation accuracy and the accuracy on 5,000 training images in eval mode (no
 augmentation, no dropout: how well the student fits what it learns from). The test set is not
 touched. Runs are resumable and replay from runs/pilots/.
@@ -35,6 +36,11 @@ VARIANTS = {  # name -> changes to the base configuration
     "flip_erase_50_epochs": {"augmentation": {**FLIP, "erase": 0.5}, "epochs": 50},
     "flip_erase_50_epochs_t4_alpha09": {"augmentation": {**FLIP, "erase": 0.5}, "epochs": 50,
                                         "temperature": 4.0, "alpha": 0.9},
+    # session 9: the weights' moving average (kd.WeightAverage), chosen on validation like the weights
+    # themselves, for 04's run and for 04b's improved student with 04b's recipe.
+    "flip_ema_50_epochs": {"epochs": 50, "ema": 0.999},
+    "improved_student_ema": {"arch": "student_gap", "epochs": 30, "lr": 3e-3, "weight_decay": 0.01,
+                             "schedule": "one_cycle", "ema": 0.999},
 }
 
 
@@ -61,15 +67,18 @@ def main(argv=None) -> dict:
               "n_fit_check": n_fit, "variants": {}, "run": kd.run_info(0)}
     for name in args.variants:
         config = {**base, **VARIANTS[name], **({"epochs": 1} if args.tiny else {})}
+        arch = config.pop("arch", "student_net")
         model, fit = kd.train_student(data, config, prefix=f"pilot_{name}", run_dir=kd.project_path(args.run_dir),
-                                      teacher_logits=logits, teacher_sha256=teacher_sha256)
+                                      arch=arch, teacher_logits=logits, teacher_sha256=teacher_sha256)
         fitted = kd.evaluate(model, data["train_images"][:n_fit], data["train_labels"][:n_fit], data["normalize"])
         last = fit["history"][-1]
         result["variants"][name] = {
-            "config": kd.plain(config), "best_val_accuracy": fit["best_val_accuracy"], "best_epoch": fit["best_epoch"],
+            "arch": arch, "config": kd.plain(config), "best_val_accuracy": fit["best_val_accuracy"], "best_epoch": fit["best_epoch"],
             "last_train_accuracy_augmented": last["train_accuracy"], "last_val_accuracy": last["val_accuracy"],
             "train_accuracy_eval_mode": fitted["accuracy"], "train_seconds": fit["train_seconds"],
             "val_accuracy_by_epoch": [h["val_accuracy"] for h in fit["history"]]}
+        if config.get("ema"):  # the trained weights' own best, from the same run: what averaging added
+            result["variants"][name]["best_val_accuracy_trained_weights"] = max(h["val_accuracy"] for h in fit["history"])
         print(f"{name}: best validation {100 * fit['best_val_accuracy']:.2f}% (epoch {fit['best_epoch']}), "
               f"training images in eval mode {100 * fitted['accuracy']:.2f}%", flush=True)
     if not args.tiny:
