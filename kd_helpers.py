@@ -495,16 +495,20 @@ def compiled(model: nn.Module):
 
 def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, generator, augmentation,
                     epoch=0, teacher=None, teacher_logits=None, temperature=4.0, alpha=0.9, method="kd", beta=8.0,
-                    lr_at=None, max_batches=None, progress=False, forward=None, average=None):
+                    lr_at=None, max_batches=None, progress=False, forward=None, average=None, precision="float32"):
     """One pass over (images, labels), uint8 on the model's device. With a `teacher` module or cached
     `teacher_logits` (2, N, C on the same device: for each image and its mirror, aligned with `images`), the loss is
     `distillation_loss` (method "kd") or `decoupled_kd_loss` (method "dkd", alpha and beta weighing
     its two parts); otherwise cross-entropy. `lr_at(step)` sets the learning rate per batch;
     `forward` replaces `model` for the training forward pass (e.g. `compiled(model)`); `average`
-    (a `WeightAverage`) is updated after every step.
+    (a `WeightAverage`) is updated after every step. `precision="bfloat16"` runs the forward passes under
+    `torch.autocast` in bfloat16 (weights, gradients and the loss stay float32): about 1.6x faster for the
+    ResNet50 on a CPU with AVX512-BF16, and on recent GPUs.
     Returns mean loss and accuracy on the augmented training batches."""
     if method not in ("kd", "dkd"):
         raise ValueError(f"unknown distillation method {method!r}; choose kd or dkd")
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"unknown precision {precision!r}; choose float32 or bfloat16")
     distill = ((lambda s, t, y: decoupled_kd_loss(s, t, y, temperature, alpha, beta)) if method == "dkd"
                else (lambda s, t, y: distillation_loss(s, t, y, temperature, alpha)))
     model.train()
@@ -521,10 +525,12 @@ def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, 
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-        logits = forward(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            logits = forward(x).float()
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = teacher(x).float()
         if teacher is not None:
-            with torch.no_grad():
-                soft = teacher(x).float()
             loss = distill(logits, soft, y)
         elif teacher_logits is not None:
             soft = teacher_logits[flipped.long(), on_device].float()  # the cache lives on the device: no sync
@@ -587,8 +593,8 @@ def one_cycle(peak_lr: float, total_steps: int, warmup: float = 0.15):
 
 def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=0.0,
         schedule="plateau", factor=0.5, patience=3, augmentation=None, teacher=None, teacher_logits=None,
-        temperature=4.0, alpha=0.9, method="kd", beta=8.0, ema=0.0, seed=0, checkpoint=None, log_file=None,
-        max_batches=None, progress=False, config=None, compile=False) -> dict:
+        temperature=4.0, alpha=0.9, method="kd", beta=8.0, ema=0.0, precision="float32", seed=0, checkpoint=None,
+        log_file=None, max_batches=None, progress=False, config=None, compile=False) -> dict:
     """Train `model` on data["train_*"], choose the epoch with the best validation accuracy.
 
     schedule: 'plateau' (ReduceLROnPlateau on validation loss, `factor`, `patience`) or 'one_cycle'.
@@ -597,6 +603,8 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
     epoch as well, and the epoch is chosen by the average's accuracy (the returned weights are the
     average's); the learning-rate schedule still follows the trained weights, so their history is the
     same as without averaging. 0 turns it off.
+    precision: "float32", or "bfloat16" for training under autocast (see `train_one_epoch`); evaluation
+    stays float32.
     With `checkpoint` (a path), the state after each epoch is written there atomically, and a later
     call with the same arguments resumes from it; every epoch draws its randomness from `seed` and its
     own number, so a resumed run equals an uninterrupted one. Returns the history and the best weights
@@ -648,7 +656,7 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
             model, train_x, train_y, normalize, optimizer=opt, batch_size=batch_size, generator=generator,
             augmentation=augmentation, epoch=epoch, teacher=teacher, teacher_logits=teacher_logits,
             temperature=temperature, alpha=alpha, method=method, beta=beta, lr_at=lr_at,
-            max_batches=max_batches, progress=progress, forward=forward, average=average)
+            max_batches=max_batches, progress=progress, forward=forward, average=average, precision=precision)
         val = evaluate(model, data["val_images"], data["val_labels"], normalize)
         current_lr = opt.param_groups[0]["lr"]
         if plateau is not None:
@@ -1002,6 +1010,8 @@ def check_parameters(**params) -> None:
             fail(name, value, "a probability in [0, 1]")
         if name == "ema" and not (isinstance(value, (int, float)) and 0 <= value < 1):
             fail(name, value, "0 (off) or an averaging decay in (0, 1), e.g. 0.999")
+        if name == "precision" and value not in ("float32", "bfloat16"):
+            fail(name, value, "'float32' or 'bfloat16' (autocast for training)")
         if name == "alpha" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             fail(name, value, "a number in [0, 1]")
         if name in ("temperature", "lr") and not (isinstance(value, (int, float)) and value > 0):

@@ -287,21 +287,34 @@ def render_augmentation_pilot(m: dict) -> str:
     if "augmentation_pilot" not in m:
         return ""
     r = m["augmentation_pilot"]
-    describe = lambda c: f"{augmentation_words(c['augmentation'])}, batch {c['batch_size']}"  # noqa: E731
-    rows = "\n".join(f"| {name} | {describe(v['config'])} | {v['config']['temperature']:g}, {v['config']['alpha']:g} | "
-                     f"{v['config']['epochs']}, patience {v['config']['patience']} | "
-                     f"{pct(v['best_val_accuracy'])} (epoch {v['best_epoch']}) | "
+    def describe(c):
+        return (f"{augmentation_words(c['augmentation'])}, batch {c['batch_size']}"
+                + (f", weight average (EMA {c['ema']:g})" if c.get("ema") else ""))
+
+    def steps(c):
+        return f"{c['epochs']}, " + ("one-cycle" if c.get("schedule") == "one_cycle" else f"patience {c['patience']}")
+
+    def best(v):
+        trained = v.get("best_val_accuracy_trained_weights")
+        return (f"{pct(v['best_val_accuracy'])} (epoch {v['best_epoch']}"
+                + ("" if trained is None else f"; the trained weights without averaging: {pct(trained)}") + ")")
+    rows = "\n".join(f"| {name}{' (`GapStudentNet`)' if v.get('arch') == 'student_gap' else ''} | {describe(v['config'])} | "
+                     f"{v['config']['temperature']:g}, {v['config']['alpha']:g} | {steps(v['config'])} | {best(v)} | "
                      f"{pct(v['last_train_accuracy_augmented'])} | {pct(v['train_accuracy_eval_mode'])} |"
                      for name, v in r["variants"].items())
     kd_run = m["student_kd"]["run"]
+    improved = (f"; `04b`'s shipped improved student: validation {pct(m['student_improved']['val_accuracy'])}"
+                if "student_improved" in m and any(v.get("arch") == "student_gap" for v in r["variants"].values()) else "")
     return f"""
 **Augmentation and steps.** `python benchmarks/augmentation_pilot.py`: the KD student of `04` with and without random
-shifts, with batch 64, with a longer schedule, and with random erasing, at `04`'s T and alpha and at T = 4, alpha = 0.9
+shifts, with batch 64, with a longer schedule, with random erasing, at `04`'s T and alpha and at T = 4, alpha = 0.9, and
+with an exponential moving average of its weights (`kd.WeightAverage`, the epoch chosen by the average's validation
+accuracy), which one variant also gives `04b`'s improved student, trained with `04b`'s recipe
 ({which_teacher(r['teacher_sha256'], m)}, seed 0, validation only). The
 last two columns show how well it fits: the last epoch's training accuracy on augmented images with dropout on, and the
 kept weights' accuracy on {r['n_fit_check']:,} training images in eval mode.
 The shipped students of `04` trained with: {augmentation_words(kd_run['augmentation'])}, batch {kd_run['config']['batch_size']},
-{kd_run['config']['epochs']} epochs, patience {kd_run['config']['patience']} (the KD student: validation {pct(m['student_kd']['val_accuracy'])}).
+{kd_run['config']['epochs']} epochs, patience {kd_run['config']['patience']} (the KD student: validation {pct(m['student_kd']['val_accuracy'])}){improved}.
 
 | variant | augmentation | T, alpha | epochs | best validation | last epoch, training (augmented) | training images, eval mode |
 |---|---|---|---|---:|---:|---:|

@@ -194,11 +194,17 @@ def test_augmentation_pilot_section_appears_with_its_metrics():
                                          "flip_shift": variant(config, 0.9298),
                                          "flip": variant({**config, "augmentation": {"flip": True, "translate": 0.0}}, 0.9332),
                                          "erase": variant({**config, "temperature": 4.0, "alpha": 0.9, "augmentation": {
-                                             "flip": True, "translate": 0.0, "erase": 0.5}}, 0.94)}}
+                                             "flip": True, "translate": 0.0, "erase": 0.5}}, 0.94),
+                                         "gap_ema": {**variant({**config, "schedule": "one_cycle", "ema": 0.999},
+                                                               0.9450), "arch": "student_gap",
+                                                     "best_val_accuracy_trained_weights": 0.9420}}}
     text = reproduce.render_augmentation_pilot(metrics)
     assert "| flip_shift | flip + shifts up to 0.07, batch 128 | 1, 0.3 | 25, patience 2 | 92.98 % (epoch 24) | 92.00 % | 94.00 % |" in text
     assert "| flip | flip, batch 128 | 1, 0.3 | 25, patience 2 | 93.32 % (epoch 24) |" in text and "the shipped teacher" in text
     assert "| erase | flip + random erasing (p 0.5), batch 128 | 4, 0.9 | 25, patience 2 | 94.00 % (epoch 24) |" in text
+    assert ("| gap_ema (`GapStudentNet`) | flip + shifts up to 0.07, batch 128, weight average (EMA 0.999) | 1, 0.3 | "
+            "25, one-cycle | 94.50 % (epoch 24; the trained weights without averaging: 94.20 %) |") in text
+    assert "`04b`'s shipped improved student: validation" in text
     metrics["student_kd"]["run"]["augmentation"] = {"flip": True, "translate": 0.07}
     assert "students of `04` trained with: flip + shifts up to 0.07, batch" in reproduce.render_augmentation_pilot(metrics)
 

@@ -86,6 +86,68 @@ def test_distillation_with_cached_logits_learns(small_data):
     assert online["history"][0]["train_loss"] > 0
 
 
+def test_weight_average_is_an_exponential_moving_average_with_a_ramp():
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    torch.nn.init.zeros_(model[0].weight)
+    average = kd.WeightAverage(model, decay=0.9)
+    expected = 0.0
+    for step, weight in enumerate([1.0, 1.0, -2.0, 4.0] + [0.5] * 86, start=1):
+        model[0].weight.data.fill_(weight)
+        model[1].num_batches_tracked += 1
+        average.update(model)
+        decay = min(0.9, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * weight
+        assert average.model[0].weight.item() == pytest.approx(expected)
+    assert decay == 0.9  # the ramp has reached the decay
+    assert average.model[1].num_batches_tracked.item() == 90  # integer buffers are copied, not averaged
+    assert not average.model.training and not any(p.requires_grad for p in average.model.parameters())
+    with pytest.raises(ValueError, match="decay 1.0 must be in \\(0, 1\\)"):
+        kd.WeightAverage(model, decay=1.0)
+
+
+def test_fit_with_weight_average_keeps_the_trained_history_and_returns_the_average(small_data):
+    def train(ema):
+        torch.manual_seed(0)
+        model = kd.StudentNet()
+        return model, kd.fit(model, small_data, epochs=3, batch_size=64, augmentation={}, ema=ema)
+    _, trained = train(0.0)
+    model, averaged = train(0.9)
+    assert [h["val_accuracy"] for h in averaged["history"]] == [h["val_accuracy"] for h in trained["history"]]
+    assert "ema_val_accuracy" not in trained["history"][0]
+    chosen = [h["ema_val_accuracy"] for h in averaged["history"]]
+    assert averaged["best_val_accuracy"] == max(chosen) and averaged["best_epoch"] == chosen.index(max(chosen)) + 1
+    val = kd.evaluate(model, small_data["val_images"], small_data["val_labels"], small_data["normalize"])
+    assert val["accuracy"] == pytest.approx(averaged["best_val_accuracy"])  # the average's weights, loaded
+
+
+def test_fit_with_weight_average_resumes_as_if_uninterrupted(small_data, tmp_path):
+    def train(epochs, checkpoint):
+        torch.manual_seed(0)
+        model = kd.StudentNet()
+        result = kd.fit(model, small_data, epochs=epochs, batch_size=64, augmentation={}, ema=0.9,
+                        checkpoint=checkpoint)
+        return model, [{k: v for k, v in h.items() if k != "seconds"} for h in result["history"]]
+    straight, history = train(3, tmp_path / "straight.pt")
+    train(2, tmp_path / "stopped.pt")
+    resumed, resumed_history = train(3, tmp_path / "stopped.pt")
+    assert resumed_history == history
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_bfloat16_training_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(small_data):
+    model, dtypes = kd.StudentNet(), []
+    model.conv1.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    result = kd.fit(model, small_data, epochs=1, batch_size=64, max_batches=2, precision="bfloat16",
+                    teacher_logits=torch.randn(2, len(small_data["train_images"]), 10), alpha=0.5)
+    assert dtypes[:2] == [torch.bfloat16, torch.bfloat16]  # the two training batches
+    assert dtypes[-1] == torch.float32                       # evaluation stays float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert result["history"][0]["train_loss"] > 0
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; choose float32 or bfloat16"):
+        kd.fit(kd.StudentNet(), small_data, epochs=1, batch_size=64, precision="fp8")
+
+
 def test_a_checkpoint_of_other_settings_is_not_resumed(small_data, tmp_path):
     checkpoint = tmp_path / "run.resume.pt"
     kd.fit(kd.StudentNet(), small_data, epochs=1, batch_size=64, checkpoint=checkpoint, config={"teacher": "a"})
@@ -203,7 +265,8 @@ def test_checkpoint_carrying_code_is_refused(tmp_path):
     ({"temperature": 0}, "temperature=0"), ({"arch": "vgg"}, "student_net"), ({"profile": "medium"}, "quick"),
     ({"device": "tpu"}, "cuda"), ({"factor": 1.0}, r"\(0, 1\)"),
     ({"extra_teachers": "checkpoints/student_improved.pt"}, "list of checkpoint paths"),
-    ({"erase": 1.5}, "erase=1.5.*probability"),
+    ({"erase": 1.5}, "erase=1.5.*probability"), ({"ema": 1.0}, r"ema=1.0.*0 \(off\).*\(0, 1\)"),
+    ({"precision": "half"}, "precision='half'.*'float32' or 'bfloat16'"),
 ])
 def test_invalid_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):
