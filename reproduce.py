@@ -125,6 +125,9 @@ def pct(x: float) -> str:
 def load_metrics(report_dir: Path = ROOT / "report") -> dict:
     import json
     m = {p.stem: json.loads(p.read_text()) for p in sorted((report_dir / "metrics").glob("*.json"))}
+    pilots = {p.stem: json.loads(p.read_text()) for p in sorted((report_dir / "metrics" / "pilots").glob("*.json"))}
+    if pilots:  # one-off runs kept as a record, each named by its file
+        m["pilots"] = pilots
     for group in ("seeds", "ensemble"):  # 04's seed runs and ensemble runs, by seed
         runs = {int(d.name.removeprefix("seed")): {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
                 for d in sorted((report_dir / "metrics" / group).glob("seed*"))}
@@ -272,6 +275,28 @@ probability on average (T = 1).
 | student | validation | teacher only | student only | both wrong |
 |---|---:|---:|---:|---:|
 {rows}
+"""
+
+
+def render_stronger_teacher(m: dict) -> str:
+    """The fifth teacher stage piloted in session 9 and the student distilled from it, when their records are in
+    report/metrics/pilots/ (teacher_stage5.json: 00's metrics; kd_from_teacher_stage5.json: the pilot benchmark's)."""
+    pilots = m.get("pilots", {})
+    if not {"teacher_stage5", "kd_from_teacher_stage5"} <= set(pilots):
+        return ""
+    t, run = pilots["teacher_stage5"], pilots["teacher_stage5"]["run"]
+    student = pilots["kd_from_teacher_stage5"]
+    (name, v), = student["variants"].items()
+    same = "the fifth stage" if student["teacher_sha256"] == t["checkpoint_sha256"] else "**another teacher**"
+    return f"""
+**A stronger teacher?** `bash benchmarks/stronger_teacher_pilot.sh` (judged on validation; nothing shipped): a fifth stage of
+`00`, started from the shipped teacher, with {augmentation_words(run['augmentation'])} as its augmentation (the shipped
+stages also shifted), {run['config'].get('precision', 'float32')} training, {run['epochs']} epochs at peak learning rate
+{run['config']['lr']:g} ({run['train_seconds'] / 60:.0f} min): best validation {pct(t['val_accuracy'])} at epoch
+{run['best_epoch']} (the shipped teacher: {pct(m['teacher_evaluation']['teacher_meta']['val_accuracy'])}; test, evaluated
+once by `00`: {pct(t['test_accuracy'])}). The homework's student distilled from {same} with `04`'s recipe ({v['config']['epochs']}
+epochs, seed 0): best validation {pct(v['best_val_accuracy'])} at epoch {v['best_epoch']}, against
+{pct(m['student_kd']['val_accuracy'])} from the shipped teacher in `04`.
 """
 
 
@@ -741,7 +766,7 @@ Test accuracy {pct(teacher['test_accuracy'])}, expected calibration error {pct(t
 |---|---:|---:|---:|
 """ + "\n".join(f"| {c} | {pct(teacher['per_class_accuracy'][c])} | {pct(kd_['per_class_accuracy'][c])} | "
                f"{pct(scratch['per_class_accuracy'][c])} |" for c in teacher['per_class_accuracy']) + f"""
-{render_seeds(m)}{render_augmentation_pilot(m)}{render_headroom(m)}{render_teacher_ensemble(m)}{render_ensemble_kd(m)}{render_out_of_fold(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
+{render_seeds(m)}{render_augmentation_pilot(m)}{render_headroom(m)}{render_stronger_teacher(m)}{render_teacher_ensemble(m)}{render_ensemble_kd(m)}{render_out_of_fold(m)}{render_improved(m)}{render_speed(m)}{render_cached_vs_online(m)}{render_sweep(m)}{render_deployment(m)}{render_int8_schemes(m)}
 ## Reproduction
 
 ```bash

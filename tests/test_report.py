@@ -279,3 +279,30 @@ def test_out_of_fold_section_shows_the_sources_and_the_students_beside_04():
     assert f"the same settings) | {reproduce.pct(metrics['student_kd']['val_accuracy'])} |" in text
     metrics["out_of_fold_targets"]["student_config"] = {**metrics["student_kd"]["run"]["config"], "epochs": 1}
     assert "the same settings" not in reproduce.render_out_of_fold(metrics)  # no reference trained otherwise
+
+
+def test_stronger_teacher_section_appears_with_both_pilot_records():
+    metrics = reproduce.load_metrics(REPORT)
+    metrics.pop("pilots", None)
+    assert reproduce.render_stronger_teacher(metrics) == ""
+    teacher = {"run": {"augmentation": {"flip": True, "translate": 0.0}, "config": {"precision": "bfloat16", "lr": 0.01},
+                       "epochs": 12, "best_epoch": 11, "train_seconds": 3200},
+               "val_accuracy": 0.9450, "test_accuracy": 0.9400, "checkpoint_sha256": "abc"}
+    student = {"teacher_sha256": "abc", "variants": {"flip": {"config": {"epochs": 50}, "best_val_accuracy": 0.9420,
+                                                             "best_epoch": 44}}}
+    metrics["pilots"] = {"teacher_stage5": teacher}
+    assert reproduce.render_stronger_teacher(metrics) == ""  # the teacher without its student says nothing yet
+    metrics["pilots"]["kd_from_teacher_stage5"] = student
+    text = " ".join(reproduce.render_stronger_teacher(metrics).split())
+    assert "with flip as its augmentation" in text and "bfloat16 training, 12 epochs at peak learning rate 0.01 (53 min)" in text
+    assert "best validation 94.50 % at epoch 11 (the shipped teacher: 94.04 %" in text
+    assert "distilled from the fifth stage with `04`'s recipe (50 epochs, seed 0): best validation 94.20 % at epoch 44" in text
+    student["teacher_sha256"] = "other"
+    assert "distilled from **another teacher**" in reproduce.render_stronger_teacher(metrics)
+
+
+def test_pilot_records_load_by_file_name(tmp_path):
+    (tmp_path / "metrics" / "pilots").mkdir(parents=True)
+    (tmp_path / "metrics" / "pilots" / "teacher_stage5.json").write_text('{"val_accuracy": 0.9}')
+    (tmp_path / "metrics" / "data.json").write_text("{}")
+    assert reproduce.load_metrics(tmp_path) == {"data": {}, "pilots": {"teacher_stage5": {"val_accuracy": 0.9}}}
