@@ -294,7 +294,8 @@ def render_stronger_teacher(m: dict) -> str:
 stages also shifted), {run['config'].get('precision', 'float32')} training, {run['epochs']} epochs at peak learning rate
 {run['config']['lr']:g} ({run['train_seconds'] / 60:.0f} min): best validation {pct(t['val_accuracy'])} at epoch
 {run['best_epoch']} (the shipped teacher: {pct(m['teacher_evaluation']['teacher_meta']['val_accuracy'])}; test, evaluated
-once by `00`: {pct(t['test_accuracy'])}). The homework's student distilled from {same} with `04`'s recipe ({v['config']['epochs']}
+once by `00`: {pct(t['test_accuracy'])}); in its last epoch it got {pct(t['history'][-1]['train_accuracy'])} of its augmented
+training images right, so its soft targets on them are nearly the labels. The homework's student distilled from {same} with `04`'s recipe ({v['config']['epochs']}
 epochs, seed 0): best validation {pct(v['best_val_accuracy'])} at epoch {v['best_epoch']}, against
 {pct(m['student_kd']['val_accuracy'])} from the shipped teacher in `04`.
 """

@@ -287,6 +287,7 @@ def test_stronger_teacher_section_appears_with_both_pilot_records():
     assert reproduce.render_stronger_teacher(metrics) == ""
     teacher = {"run": {"augmentation": {"flip": True, "translate": 0.0}, "config": {"precision": "bfloat16", "lr": 0.01},
                        "epochs": 12, "best_epoch": 11, "train_seconds": 3200},
+               "history": [{"train_accuracy": 0.95}, {"train_accuracy": 0.9977}],
                "val_accuracy": 0.9450, "test_accuracy": 0.9400, "checkpoint_sha256": "abc"}
     student = {"teacher_sha256": "abc", "variants": {"flip": {"config": {"epochs": 50}, "best_val_accuracy": 0.9420,
                                                              "best_epoch": 44}}}
@@ -296,6 +297,7 @@ def test_stronger_teacher_section_appears_with_both_pilot_records():
     text = " ".join(reproduce.render_stronger_teacher(metrics).split())
     assert "with flip as its augmentation" in text and "bfloat16 training, 12 epochs at peak learning rate 0.01 (53 min)" in text
     assert "best validation 94.50 % at epoch 11 (the shipped teacher: 94.04 %" in text
+    assert "in its last epoch it got 99.77 % of its augmented training images right" in text
     assert "distilled from the fifth stage with `04`'s recipe (50 epochs, seed 0): best validation 94.20 % at epoch 44" in text
     student["teacher_sha256"] = "other"
     assert "distilled from **another teacher**" in reproduce.render_stronger_teacher(metrics)
