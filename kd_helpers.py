@@ -502,8 +502,8 @@ def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, 
     its two parts); otherwise cross-entropy. `lr_at(step)` sets the learning rate per batch;
     `forward` replaces `model` for the training forward pass (e.g. `compiled(model)`); `average`
     (a `WeightAverage`) is updated after every step. `precision="bfloat16"` runs the forward passes under
-    `torch.autocast` in bfloat16 (weights, gradients and the loss stay float32): about 1.6x faster for the
-    ResNet50 on a CPU with AVX512-BF16, and on recent GPUs.
+    `torch.autocast` in bfloat16 (weights, gradients and the loss stay float32): faster for the ResNet50
+    on CPUs with AVX512-BF16 (this project's machine) and on recent GPUs.
     Returns mean loss and accuracy on the augmented training batches."""
     if method not in ("kd", "dkd"):
         raise ValueError(f"unknown distillation method {method!r}; choose kd or dkd")
