@@ -1006,6 +1006,8 @@ def check_parameters(**params) -> None:
             fail(name, value, "None or a positive integer")
         if name == "patience" and not (isinstance(value, int) and value >= 0):
             fail(name, value, "a non-negative integer")
+        if name == "translate" and not (isinstance(value, (int, float)) and 0 <= value < 0.5):
+            fail(name, value, "a fraction of the image size in [0, 0.5)")
         if name == "erase" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             fail(name, value, "a probability in [0, 1]")
         if name == "ema" and not (isinstance(value, (int, float)) and 0 <= value < 1):

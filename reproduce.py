@@ -291,7 +291,7 @@ def render_stronger_teacher(m: dict) -> str:
     return f"""
 **A stronger teacher?** `bash benchmarks/stronger_teacher_pilot.sh` (judged on validation; nothing shipped): a fifth stage of
 `00`, started from the shipped teacher, with {augmentation_words(run['augmentation'])} as its augmentation (the shipped
-stages also shifted), {run['config'].get('precision', 'float32')} training, {run['epochs']} epochs at peak learning rate
+teacher's: {augmentation_words(m['teacher_evaluation']['teacher_meta']['augmentation'])}), {run['config'].get('precision', 'float32')} training, {run['epochs']} epochs at peak learning rate
 {run['config']['lr']:g} ({run['train_seconds'] / 60:.0f} min): best validation {pct(t['val_accuracy'])} at epoch
 {run['best_epoch']} (the shipped teacher: {pct(m['teacher_evaluation']['teacher_meta']['val_accuracy'])}; test, evaluated
 once by `00`: {pct(t['test_accuracy'])}); in its last epoch it got {pct(t['history'][-1]['train_accuracy'])} of its augmented

@@ -266,7 +266,7 @@ def test_checkpoint_carrying_code_is_refused(tmp_path):
     ({"device": "tpu"}, "cuda"), ({"factor": 1.0}, r"\(0, 1\)"),
     ({"extra_teachers": "checkpoints/student_improved.pt"}, "list of checkpoint paths"),
     ({"erase": 1.5}, "erase=1.5.*probability"), ({"ema": 1.0}, r"ema=1.0.*0 \(off\).*\(0, 1\)"),
-    ({"precision": "half"}, "precision='half'.*'float32' or 'bfloat16'"),
+    ({"precision": "half"}, "precision='half'.*'float32' or 'bfloat16'"), ({"translate": 0.5}, r"translate=0.5.*\[0, 0.5\)"),
 ])
 def test_invalid_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):
