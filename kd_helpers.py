@@ -684,6 +684,9 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
                          "state": state, "config": config or {},
                          **({"average": average.model.state_dict(), "average_steps": average.steps}
                             if average is not None else {})}, checkpoint)
+            write_json({"epoch": state["epoch"], "epochs": epochs, "best_epoch": state["best_epoch"],
+                        "best_val_accuracy": state["best_val_accuracy"], "eta_seconds": eta,
+                        "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, status_path(checkpoint))
     model.load_state_dict(state["best"])
     return {"history": state["history"], "best_epoch": state.get("best_epoch"),
             "best_val_accuracy": state["best_val_accuracy"], "train_seconds": state["train_seconds"]}
@@ -739,6 +742,25 @@ def out_of_fold_logits(data, config: dict, *, folds: int, prefix: str, run_dir, 
             logits[mirrored, held] = held_logits
         val_accuracy.append(result["best_val_accuracy"])
     return (None if only is not None else logits), val_accuracy
+
+
+def status_path(checkpoint) -> Path:
+    """Where `fit` writes a run's progress beside its resumable checkpoint (x.resume.pt -> x.status.json)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name.removesuffix(".pt").removesuffix(".resume") + ".status.json")
+
+
+def run_status(run_dir) -> list[str]:
+    """One line per run under `run_dir` (newest first): epoch N of M, best validation accuracy so far and
+    the estimated time left, from the status files that `fit` writes after every epoch."""
+    lines = []
+    for path in sorted(Path(run_dir).glob("*.status.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        s = json.loads(path.read_text())
+        left = "finished" if s["epoch"] >= s["epochs"] else f"about {s['eta_seconds'] / 3600:.1f} h left"
+        lines.append(f"{path.name.removesuffix('.status.json')}: epoch {s['epoch']} of {s['epochs']}, best validation "
+                     f"accuracy {100 * s['best_val_accuracy']:.2f} % (epoch {s['best_epoch']}), {left} "
+                     f"(updated {s['updated']})")
+    return lines
 
 
 def run_name(prefix: str, config: dict, **extra) -> str:
@@ -966,6 +988,34 @@ def load_teacher(path, normalize: dict, device="cpu"):
     return teacher, meta, sha256_of(path)
 
 
+STEMS = {"resnet50": "torchvision default (7x7/2 conv + max-pool: 7x7 maps in layer1)",
+         "resnet50_stride1": "7x7 conv with stride 1 + max-pool (14x14 maps in layer1)"}
+
+
+def ship_teacher(model, result: dict, data: dict, path, metrics_path, *, arch: str, config: dict,
+                 augmentation: dict, seed: int, device="cpu") -> dict:
+    """Ship a trained teacher: the one look at the test set, then the float16 checkpoint (`meta`: arch, stem,
+    normalisation, recipe, epochs, validation and test accuracy, run info) with its SHA-256; reloaded from
+    disk, it must score within 0.1 point of the float32 weights. Writes and returns the metrics JSON
+    (history, both accuracies, checkpoint SHA-256). `result` is fit's, the weights kept on validation."""
+    val = evaluate(model, data["val_images"], data["val_labels"], data["normalize"])
+    test = evaluate(model, data["test_images"], data["test_labels"], data["normalize"])
+    meta = {"arch": arch, "stem": STEMS[arch], "normalize": data["normalize"], "in_channels": 3, "num_classes": 10,
+            "epochs": config["epochs"], "best_epoch": result["best_epoch"],
+            "config": plain({k: v for k, v in config.items() if k != "augmentation"}),
+            "augmentation": plain(augmentation), "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],
+            "train_seconds": result["train_seconds"], **run_info(seed)}
+    digest = save_checkpoint(model, meta, path, half=True)
+    reloaded, _ = load_checkpoint(path, device)
+    test16 = evaluate(reloaded, data["test_images"], data["test_labels"], data["normalize"])["accuracy"]
+    if abs(test16 - test["accuracy"]) > 0.001:
+        raise CheckpointError(f"{path}: float16 storage changed the test accuracy from {test['accuracy']} to {test16}")
+    metrics = {"run": meta, "history": result["history"], "val_accuracy": val["accuracy"],
+               "test_accuracy": test["accuracy"], "test_accuracy_float16": test16, "checkpoint_sha256": digest}
+    write_json(metrics, metrics_path)
+    return metrics
+
+
 def ship_student(model, result: dict, test: dict, data: dict, path, metrics_path, *, arch: str,
                  augmentation: dict, teacher_sha256: str | None, seed: int, device="cpu", **extra) -> dict:
     """Ship a trained student: write the checkpoint (`meta` in the teachers' format, with `arch`,
@@ -1006,6 +1056,11 @@ def check_parameters(**params) -> None:
             fail(name, value, "None or a positive integer")
         if name == "patience" and not (isinstance(value, int) and value >= 0):
             fail(name, value, "a non-negative integer")
+        if name == "degrees" and not (isinstance(value, (int, float)) and 0 <= value <= 180):
+            fail(name, value, "a rotation range in degrees, in [0, 180]")
+        if name == "scale" and not (isinstance(value, (list, tuple)) and len(value) == 2
+                                    and all(isinstance(v, (int, float)) for v in value) and 0 < value[0] <= value[1]):
+            fail(name, value, "[low, high] with 0 < low <= high, e.g. [0.9, 1.1]; [1, 1] for none")
         if name == "translate" and not (isinstance(value, (int, float)) and 0 <= value < 0.5):
             fail(name, value, "a fraction of the image size in [0, 0.5)")
         if name == "erase" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
@@ -1038,6 +1093,15 @@ def project_path(path) -> Path:
     """A notebook path parameter: absolute as given, relative to the repository root otherwise."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else ROOT / path
+
+
+def runs_dir(path=None) -> Path:
+    """Where resumable training state and logs live: `path` when given (relative to the repository root),
+    else $KD_RUNS_DIR, else ~/.cache/kd-fashion. Outside the repository by default, so a run longer than
+    one sitting survives a fresh clone and is resumed by running the same command again."""
+    if path is not None:
+        return project_path(path)
+    return Path(os.environ.get("KD_RUNS_DIR") or Path.home() / ".cache" / "kd-fashion").expanduser()
 
 
 # ---------------------------------------------------------------------------- 7. figures

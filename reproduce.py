@@ -1,9 +1,9 @@
 """Run the notebooks in order with papermill: `python reproduce.py --profile quick|full`.
 
 full:  the real results: executed notebooks in report/executed/, figures in report/figures/,
-       numbers in report/metrics/, students in checkpoints/. The teacher is trained (00, in four
-       stages: default stem from scratch, then stride-1 stem fine-tuned from it, three times) only when
-       checkpoints/teacher_resnet50.pt is missing or --train-teacher is given.
+       numbers in report/metrics/, students in checkpoints/. The teacher is trained (00, from random
+       weights, hours on a CPU, resumable) only when checkpoints/teacher_resnet50.pt is missing or
+       --train-teacher is given; --status prints where the resumable runs stand.
 quick: every notebook on small parameters (minutes), all outputs under report/quick/ (ignored by git).
 """
 from __future__ import annotations
@@ -46,23 +46,6 @@ def full_parameters() -> dict[str, dict]:
     return {name: {"progress": False} if name in ("00_train_teacher", "04_distillation", "04b_improved_student") else {} for name in NOTEBOOKS}
 
 
-# The shipped teacher's earlier stages, in order; 00's own defaults are its last stage. Each stage
-# starts from the previous stage's checkpoint, so every checkpoint but the last must survive.
-TEACHER_STAGES = [
-    ("00_train_teacher_default_stem", {
-        "arch": "resnet50", "init_from": None, "epochs": 20, "lr": 0.1, "progress": False,
-        "checkpoint": "checkpoints/teacher_resnet50_default_stem.pt", "metrics_name": "teacher_training_default_stem.json"}),
-    ("00_train_teacher_stage2", {
-        "arch": "resnet50_stride1", "init_from": "checkpoints/teacher_resnet50_default_stem.pt", "epochs": 5,
-        "lr": 0.04, "progress": False, "checkpoint": "checkpoints/teacher_resnet50_stage2.pt",
-        "metrics_name": "teacher_training_stage2.json"}),
-    ("00_train_teacher_stage3", {
-        "arch": "resnet50_stride1", "init_from": "checkpoints/teacher_resnet50_stage2.pt", "epochs": 4,
-        "lr": 0.01, "progress": False, "checkpoint": "checkpoints/teacher_resnet50_stage3.pt",
-        "metrics_name": "teacher_training_stage3.json"}),
-]
-
-
 # 04 again with other seeds (initial weights, shuffling, augmentation, dropout; the split stays the
 # teacher's), for mean and standard deviation. The shipped students are seed 0's, fixed before any run;
 # the other seeds' students stay in runs/, their metrics go to report/metrics/seeds/.
@@ -88,22 +71,14 @@ FULL_ORDER = [n for name in NOTEBOOKS for n in (
 
 def full_steps(names: list[str], train_teacher: bool) -> list[tuple[str, str, dict]]:
     """(notebook, record name, parameters) for a full run of `names`. The teacher (00) runs when asked
-    or when its checkpoint is missing, preceded by every earlier stage whose checkpoint is missing
-    (all of them when asked)."""
+    or when its checkpoint is missing."""
     steps = []
     for name in names:
         if name in VARIANT_RUNS:
             steps.append(("04_distillation", name, VARIANT_RUNS[name]))
             continue
-        if name == "00_train_teacher":
-            if not (train_teacher or not (ROOT / "checkpoints" / "teacher_resnet50.pt").exists()):
-                continue
-            earlier = []
-            for record, params in reversed(TEACHER_STAGES):
-                if not train_teacher and (ROOT / params["checkpoint"]).exists():
-                    break
-                earlier.insert(0, ("00_train_teacher", record, params))
-            steps += earlier
+        if name == "00_train_teacher" and not (train_teacher or not (ROOT / "checkpoints" / "teacher_resnet50.pt").exists()):
+            continue
         steps.append((name, name, full_parameters()[name]))
     return steps
 
@@ -637,12 +612,12 @@ def render_html(markdown: str, report_dir: Path = ROOT / "report") -> str:
 
 
 def teacher_stages(m: dict) -> list[dict]:
-    """The teacher's training runs, first stage first: the earlier stages' metrics files, then the one that
-    `02` evaluated, unless that is one of the earlier stages (02 not yet re-run on a new teacher)."""
-    earlier = [m[name] for name in (Path(params["metrics_name"]).stem for _, params in TEACHER_STAGES) if name in m]
+    """The teacher's training runs, first first: the shipped teacher's record (02's), preceded by the
+    records of earlier stages it was fine-tuned from, where report/metrics/ still holds them."""
     evaluated = m["teacher_evaluation"]
-    known = {stage["checkpoint_sha256"] for stage in earlier}
-    return [stage["run"] for stage in earlier] + ([] if evaluated["checkpoint_sha256"] in known else [evaluated["teacher_meta"]])
+    earlier = [m[name]["run"] for name in ("teacher_training_default_stem", "teacher_training_stage2",
+                                           "teacher_training_stage3") if name in m and evaluated["teacher_meta"].get("init_from")]
+    return earlier + [evaluated["teacher_meta"]]
 
 
 def render_teacher_stages(stages: list[dict]) -> str:
@@ -800,7 +775,14 @@ def main(argv=None) -> int:
                         help="run just these notebooks (or 04's seed and ensemble runs, full profile only)")
     parser.add_argument("--report-only", action="store_true",
                         help="run no notebook: rewrite report.md, report.html and the README's results from report/metrics")
+    parser.add_argument("--status", action="store_true",
+                        help="run nothing: print where each resumable run stands (epoch, best validation accuracy, time left)")
     args = parser.parse_args(argv)
+    if args.status:
+        import kd_helpers as kd
+        where = kd.runs_dir()
+        print("\n".join(kd.run_status(where)) or f"no runs in {where}")
+        return 0
     names = [] if args.report_only else (args.only or FULL_ORDER)
     if args.report_only:
         args.profile = "full"
