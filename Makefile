@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data reproduce quick test lab clean-runs
+.PHONY: setup data reproduce full teacher status quick test lab
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,7 +24,17 @@ data:
 setup: $(VENV)/.installed data
 
 reproduce: setup
+	$(PY) reproduce.py --profile main
+
+full: setup
 	$(PY) reproduce.py --profile full
+
+# hours on a CPU; resumable: run it again after an interruption and it continues (state in ~/.cache/kd-fashion)
+teacher: setup
+	$(PY) reproduce.py --only 00_train_teacher --train-teacher
+
+status:
+	@$(PY) reproduce.py --status
 
 quick: setup
 	$(PY) reproduce.py --profile quick

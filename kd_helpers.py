@@ -1,16 +1,18 @@
 """Knowledge distillation on Fashion-MNIST: the helpers the notebooks call.
 
 Sections, in the order data flows through them:
-    1. data        find, verify and load the IDX files; split; normalise; batched augmentation
+    1. data        find, verify and load the IDX files; split; normalise; batched augmentation; views
+                   that are a function of (seed, image, view number)
     2. models      StudentNet (the homework's), GapStudentNet (the improved one), the ResNet50 teacher,
-                   TeacherEnsemble, build_model(arch)
-    3. losses      distillation_loss (Hinton et al., 2015), average_soft_targets, decoupled_kd_loss (Zhao et al., 2022)
-    4. training    train_one_epoch (optionally compiled), WeightAverage (EMA), fit (resumable, atomic
-                   checkpoints), logit cache
-    5. evaluation  predict, evaluate, confusion matrix, calibration
-    6. artefacts   checkpoints (weights_only), metrics JSON, run info, parameter checks
+                   build_model(arch)
+    3. losses      distillation_loss (Hinton et al., 2015), decoupled_kd_loss (Zhao et al., 2022)
+    4. training    TrainConfig, train_one_epoch, fit (resumable, atomic checkpoints, status), train_student
+    4b. soft targets, cached: teacher_logits_cache (each image and its mirror), ViewCache (augmented views)
+    5. evaluation  predict, evaluate, what soft targets teach, confusion matrix, calibration
+    6. artefacts   checkpoints (weights_only), ship_teacher, ship_student, metrics JSON, run info,
+                   parameter checks, where runs live
     7. figures     save_fig and the plots the notebooks share
-    8. deployment  ONNX export, int8 static quantisation (ONNX Runtime), inference speed
+    8. deployment  ONNX export with its input contract, int8 static quantisation (ONNX Runtime), speed
 """
 from __future__ import annotations
 
@@ -20,12 +22,15 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import platform
 import subprocess
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -149,12 +154,6 @@ def stratified_split(labels: torch.Tensor, n_val: int = 5000, seed: int = 0):
             torch.cat([m[:per_class] for m in classes]).sort().values)
 
 
-def stratified_folds(labels: torch.Tensor, k: int, seed: int = 0) -> list[torch.Tensor]:
-    """k disjoint sorted index sets covering range(len(labels)), each holding about 1/k of every class."""
-    parts = [m.tensor_split(k) for m in _shuffled_classes(labels, seed)]
-    return [torch.cat([p[fold] for p in parts]).sort().values for fold in range(k)]
-
-
 def fashion_mnist_splits(data_dir=None, download: bool = False, n_val: int = 5000, seed: int = 0) -> dict:
     """The project's data: train (55k), val (5k) and test (10k) images and labels, plus
     `train_index` (each train image's index in the official training set) and `normalize`."""
@@ -232,22 +231,65 @@ def augment(images: torch.Tensor, generator: torch.Generator | None = None, flip
     flipped = (torch.rand(n, generator=generator) < 0.5).to(device) if flip else torch.zeros(n, dtype=torch.bool, device=device)
     images = torch.where(flipped.view(-1, 1, 1, 1), images.flip(-1), images)
     if degrees != 0 or translate != 0 or tuple(scale) != (1, 1):
-        images = _affine(images, uniform, degrees, translate, scale)
+        angle = uniform(-degrees, degrees)
+        factor = uniform(*scale)
+        shift_x, shift_y = uniform(-translate, translate), uniform(-translate, translate)
+        images = affine(images, angle, shift_x, shift_y, factor)
     if erase > 0:
         images = random_erasing(images, erase, generator)
     return images, flipped
 
 
-def _affine(images, uniform, degrees, translate, scale):
-    angle = uniform(-degrees, degrees) * math.pi / 180
-    factor = uniform(*scale)
-    shift_x, shift_y = uniform(-translate, translate) * 2, uniform(-translate, translate) * 2
+def affine(images, angle, shift_x, shift_y, factor):
+    """Rotate each image (N, C, H, W) by `angle` degrees, scale it by `factor` and shift it by `shift_x`,
+    `shift_y` (fractions of the size), all (N,) tensors; bilinear, the background filled with 0."""
+    angle = angle * math.pi / 180
+    shift_x, shift_y = shift_x * 2, shift_y * 2  # affine_grid's coordinates span [-1, 1]
     # affine_grid maps output to input coordinates: the inverse of "rotate, scale, then shift".
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
     theta = torch.stack([torch.stack([cos, sin, -(cos * shift_x + sin * shift_y)], 1),
                          torch.stack([-sin, cos, -(-sin * shift_x + cos * shift_y)], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+VIEW_FIELDS = ("flip", "angle", "shift_x", "shift_y", "scale")   # one view's parameters, in this order
+
+
+def _uniform_hash(seed: int, image, view, stream: int) -> torch.Tensor:
+    """Uniform numbers in [0, 1) that depend on (seed, image index, view index, stream) alone: a SplitMix64
+    hash of the four integers, so any view can be regenerated without replaying a random generator."""
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps modulo 2^64, as the hash intends
+        return _splitmix64(seed, image, view, stream)
+
+
+def _splitmix64(seed, image, view, stream):
+    x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.asarray(image, np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+         + np.asarray(view, np.uint64) * np.uint64(0x94D049BB133111EB) + np.uint64(stream) * np.uint64(0xD6E8FEB86659FD93))
+    for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(multiplier)
+    x = x ^ (x >> np.uint64(31))
+    return torch.from_numpy((x >> np.uint64(40)).astype(np.float32) / np.float32(2 ** 24))
+
+
+def view_parameters(seed: int, image_index, view_index, flip: bool = True, degrees: float = 10.0,
+                    translate: float = 0.1, scale=(0.9, 1.1)) -> torch.Tensor:
+    """The parameters (..., 5) of the homework's augmentation (VIEW_FIELDS: mirrored or not, rotation in
+    degrees, shifts as fractions of the size, scale) for each (image index, view index) pair, broadcast:
+    a pure function of the seed and the two indices."""
+    image_index, view_index = np.broadcast_arrays(np.asarray(image_index), np.asarray(view_index))
+    u = [_uniform_hash(seed, image_index, view_index, stream) for stream in range(5)]
+    mirrored = (u[0] < 0.5).float() if flip else torch.zeros_like(u[0])
+    return torch.stack([mirrored, (2 * u[1] - 1) * degrees, (2 * u[2] - 1) * translate, (2 * u[3] - 1) * translate,
+                        scale[0] + u[4] * (scale[1] - scale[0])], -1)
+
+
+def apply_views(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Images (N, 1, H, W) in [0, 1] augmented by the views `params` (N, 5) of `view_parameters`: mirrored
+    first, then rotated, scaled and shifted, as `augment` does."""
+    params = params.to(images.device)
+    images = torch.where(params[:, 0].bool().view(-1, 1, 1, 1), images.flip(-1), images)
+    return affine(images, params[:, 1], params[:, 2], params[:, 3], params[:, 4])
 
 
 def random_erasing(images: torch.Tensor, p: float, generator: torch.Generator | None = None,
@@ -358,18 +400,6 @@ def build_model(arch: str) -> nn.Module:
     return ARCHS[arch]()
 
 
-class TeacherEnsemble(nn.Module):
-    """Several trained models as one teacher: its logits are `average_soft_targets` of theirs, so its
-    softmax is the mean of their softmax outputs (for online distillation and for evaluating it)."""
-
-    def __init__(self, members):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x):
-        return average_soft_targets([member(x) for member in self.members])
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -408,16 +438,6 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
     kl = F.kl_div(F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
                   reduction="batchmean", log_target=True)
     return alpha * T * T * kl + (1 - alpha) * F.cross_entropy(student_logits, labels)
-
-
-def average_soft_targets(logits: list[torch.Tensor]) -> torch.Tensor:
-    """Logits of an ensemble: log of the mean of the members' softmax outputs, so that softmax(result)
-    is that mean (at T = 1; at other temperatures it is softened like any logits). One member's
-    logits come back unchanged."""
-    if len(logits) == 1:
-        return logits[0]
-    log_probs = torch.stack([F.log_softmax(x.float(), dim=-1) for x in logits])
-    return torch.logsumexp(log_probs, dim=0) - math.log(len(logits))
 
 
 def decoupled_kd_loss(student_logits, teacher_logits, labels, temperature: float = 4.0, alpha: float = 1.0,
@@ -464,6 +484,35 @@ def default_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a training run but the model and the source of soft targets."""
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3                 # initial (plateau) or peak (one_cycle) learning rate
+    optimizer: str = "adam"          # adam (AdamW) or sgd (Nesterov momentum 0.9)
+    weight_decay: float = 0.0
+    schedule: str = "plateau"        # plateau: ReduceLROnPlateau on the validation loss; one_cycle: warm-up, cosine
+    factor: float = 0.5              # plateau: multiply the learning rate by this ...
+    patience: int = 3                # ... after this many epochs without a lower validation loss
+    augmentation: dict = field(default_factory=dict)   # augment()'s keywords; the view cache's views replace it
+    temperature: float = 4.0         # distillation: softmax temperature T
+    alpha: float = 0.9               # distillation: weight of the soft targets
+    method: str = "kd"               # kd (Hinton et al.) or dkd (decoupled KD, weighs its parts by alpha and beta)
+    beta: float = 8.0
+    precision: str = "float32"       # or bfloat16: forward passes under autocast, weights and loss in float32
+    seed: int = 0                    # initial weights are the caller's; shuffling, augmentation, dropout per epoch
+
+    def __post_init__(self):
+        choices = {"optimizer": ("adam", "sgd"), "schedule": ("plateau", "one_cycle"), "method": ("kd", "dkd"),
+                   "precision": ("float32", "bfloat16")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose {' or '.join(allowed)}")
+        check_parameters(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                         alpha=self.alpha, temperature=self.temperature)
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -493,58 +542,53 @@ def compiled(model: nn.Module):
     return forward
 
 
-def train_one_epoch(model, images, labels, normalize, *, optimizer, batch_size, generator, augmentation,
-                    epoch=0, teacher=None, teacher_logits=None, temperature=4.0, alpha=0.9, method="kd", beta=8.0,
-                    lr_at=None, max_batches=None, progress=False, forward=None, average=None, precision="float32"):
-    """One pass over (images, labels), uint8 on the model's device. With a `teacher` module or cached
-    `teacher_logits` (2, N, C on the same device: for each image and its mirror, aligned with `images`), the loss is
-    `distillation_loss` (method "kd") or `decoupled_kd_loss` (method "dkd", alpha and beta weighing
-    its two parts); otherwise cross-entropy. `lr_at(step)` sets the learning rate per batch;
-    `forward` replaces `model` for the training forward pass (e.g. `compiled(model)`); `average`
-    (a `WeightAverage`) is updated after every step. `precision="bfloat16"` runs the forward passes under
-    `torch.autocast` in bfloat16 (weights, gradients and the loss stay float32): faster for the ResNet50
-    on CPUs with AVX512-BF16 (this project's machine) and on recent GPUs.
+def train_one_epoch(model, images, labels, normalize, config: TrainConfig, *, optimizer, generator, epoch=0,
+                    teacher=None, teacher_logits=None, views=None, lr_at=None, max_batches=None, progress=False,
+                    forward=None):
+    """One pass over (images, labels), uint8 on the model's device, with one of three sources of soft targets:
+    a `teacher` module run on every augmented batch (online), its cached `teacher_logits` (2, N, C: each image
+    and its mirror, aligned with `images`), or a `ViewCache` `views` (one of its views of each image, drawn per
+    epoch, with the teacher's logits on exactly that view). With one, the loss is `distillation_loss` (method
+    "kd") or `decoupled_kd_loss` ("dkd"); without, cross-entropy. `lr_at(step)` sets the learning rate per
+    batch; `forward` replaces `model` for the training forward pass (e.g. `compiled(model)`).
     Returns mean loss and accuracy on the augmented training batches."""
-    if method not in ("kd", "dkd"):
-        raise ValueError(f"unknown distillation method {method!r}; choose kd or dkd")
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"unknown precision {precision!r}; choose float32 or bfloat16")
-    distill = ((lambda s, t, y: decoupled_kd_loss(s, t, y, temperature, alpha, beta)) if method == "dkd"
-               else (lambda s, t, y: distillation_loss(s, t, y, temperature, alpha)))
+    c = config
+    distill = ((lambda s, t, y: decoupled_kd_loss(s, t, y, c.temperature, c.alpha, c.beta)) if c.method == "dkd"
+               else (lambda s, t, y: distillation_loss(s, t, y, c.temperature, c.alpha)))
     model.train()
     forward = model if forward is None else forward
     device = next(model.parameters()).device
-    order = batches(len(images), batch_size, shuffle=True, generator=generator)[:max_batches]
+    order = batches(len(images), c.batch_size, shuffle=True, generator=generator)[:max_batches]
     total_loss = torch.zeros((), device=device)  # summed on the device: no host sync per batch for the sums
     total_correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     for step, idx in enumerate(_progress(order, progress, f"epoch {epoch + 1}")):
         on_device = idx.to(device)
-        x, flipped = augment(images[on_device].unsqueeze(1).float().div_(255), generator, **augmentation)
+        x = images[on_device].unsqueeze(1).float().div_(255)
+        if views is not None:
+            pick = torch.randint(views.count, (len(idx),), generator=generator).to(device)
+            x, soft = apply_views(x, views.params[pick, on_device]), views.logits[pick, on_device].float()
+        else:
+            x, flipped = augment(x, generator, **c.augmentation)
         x, y = to_model_input(x, normalize), labels[on_device]
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.precision == "bfloat16"):
             logits = forward(x).float()
             if teacher is not None:
                 with torch.no_grad():
                     soft = teacher(x).float()
-        if teacher is not None:
-            loss = distill(logits, soft, y)
-        elif teacher_logits is not None:
+        if teacher_logits is not None:
             soft = teacher_logits[flipped.long(), on_device].float()  # the cache lives on the device: no sync
-            loss = distill(logits, soft, y)
-        else:
-            loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y) if teacher is None and teacher_logits is None and views is None \
+            else distill(logits, soft, y)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {step + 1}: lower the "
                                      f"learning rate or check the inputs; the last checkpoint is kept")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if average is not None:
-            average.update(model)
         total_loss += loss.detach() * len(idx)
         total_correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
@@ -558,29 +602,6 @@ def _progress(items, enabled, desc):
     return tqdm(items, desc=desc, leave=False, mininterval=2)
 
 
-class WeightAverage:
-    """An exponential moving average of a model's weights and batch-norm statistics, updated after every
-    optimiser step (Polyak averaging, as in Tarvainen and Valpola, 2017): `decay` weighs the average so far,
-    ramped up as min(decay, (1 + steps) / (10 + steps)) so that the first steps do not freeze the random
-    initialisation in. `self.model` is the averaged copy, in eval mode."""
-
-    def __init__(self, model: nn.Module, decay: float, steps: int = 0):
-        if not 0 < decay < 1:
-            raise ValueError(f"EMA decay {decay!r} must be in (0, 1), e.g. 0.999; 0 turns averaging off in fit()")
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay, self.steps = decay, steps
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.steps += 1
-        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        for average, current in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if average.is_floating_point():
-                average.lerp_(current, 1 - decay)
-            else:  # batch norm's step counter
-                average.copy_(current)
-
-
 def one_cycle(peak_lr: float, total_steps: int, warmup: float = 0.15):
     """Linear warm-up to peak_lr, then cosine decay to ~0: lr as a function of the global step."""
     def lr_at(step):
@@ -591,73 +612,55 @@ def one_cycle(peak_lr: float, total_steps: int, warmup: float = 0.15):
     return lr_at
 
 
-def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=0.0,
-        schedule="plateau", factor=0.5, patience=3, augmentation=None, teacher=None, teacher_logits=None,
-        temperature=4.0, alpha=0.9, method="kd", beta=8.0, ema=0.0, precision="float32", seed=0, checkpoint=None,
-        log_file=None, max_batches=None, progress=False, config=None, compile=False) -> dict:
-    """Train `model` on data["train_*"], choose the epoch with the best validation accuracy.
+def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits=None, views=None, checkpoint=None,
+        settings=None, log_file=None, max_batches=None, progress=False, compile=False) -> dict:
+    """Train `model` on data["train_*"] with `config` (a TrainConfig or its keywords) and the soft targets of
+    `teacher`, `teacher_logits` or `views` (see train_one_epoch; none: from scratch); keep the epoch with the
+    best validation accuracy, whose weights are loaded into `model` at the end.
 
-    schedule: 'plateau' (ReduceLROnPlateau on validation loss, `factor`, `patience`) or 'one_cycle'.
-    compile: train through `compiled(model)` (torch.compile, ~30 s to compile, eager where unavailable).
-    ema: with a decay in (0, 1), a `WeightAverage` of the weights is evaluated on validation after every
-    epoch as well, and the epoch is chosen by the average's accuracy (the returned weights are the
-    average's); the learning-rate schedule still follows the trained weights, so their history is the
-    same as without averaging. 0 turns it off.
-    precision: "float32", or "bfloat16" for training under autocast (see `train_one_epoch`); evaluation
-    stays float32.
-    With `checkpoint` (a path), the state after each epoch is written there atomically, and a later
-    call with the same arguments resumes from it; every epoch draws its randomness from `seed` and its
-    own number, so a resumed run equals an uninterrupted one. Returns the history and the best weights
-    (already loaded into `model`).
-    """
+    With `checkpoint` (a path), the state after each epoch is written there atomically, with a status file
+    beside it (`status_path`), and a later call with the same `settings` (a plain dict naming the run) resumes
+    from it; a checkpoint of other settings is refused. Every epoch draws its randomness from the seed and its
+    own number, so a resumed run equals an uninterrupted one. `compile` trains through `compiled(model)`.
+    Returns the history (one dict per epoch), best epoch, best validation accuracy and training seconds."""
+    c = config if isinstance(config, TrainConfig) else TrainConfig(**config)
     device = next(model.parameters()).device
-    augmentation = dict(augmentation or {})
     train_x, train_y = data["train_images"].to(device), data["train_labels"].to(device)
     teacher_logits = None if teacher_logits is None else teacher_logits.to(device)
-    normalize = data["normalize"]
+    views = None if views is None else views.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = (torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-           if optimizer == "sgd" else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay))
-    steps = math.ceil(len(train_x) / batch_size) if max_batches is None else min(max_batches, math.ceil(len(train_x) / batch_size))
-    plateau = None
-    if schedule == "plateau":
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=factor, patience=patience)
-        lr_curve = None
-    elif schedule == "one_cycle":
-        lr_curve = one_cycle(lr, epochs * steps)
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; choose plateau or one_cycle")
+    opt = (torch.optim.SGD(params, lr=c.lr, momentum=0.9, nesterov=True, weight_decay=c.weight_decay)
+           if c.optimizer == "sgd" else torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay))
+    steps = min(max_batches or math.inf, math.ceil(len(train_x) / c.batch_size))
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=c.factor, patience=c.patience)
+               if c.schedule == "plateau" else None)
+    lr_curve = one_cycle(c.lr, c.epochs * steps) if c.schedule == "one_cycle" else None
     state = {"epoch": 0, "history": [], "best": None, "best_val_accuracy": -1.0, "train_seconds": 0.0}
-    average = WeightAverage(model, ema) if ema else None
     if checkpoint is not None and Path(checkpoint).exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=True)
-        settings = lambda c: json.dumps(c or {}, sort_keys=True, default=str)  # noqa: E731
-        if settings(saved.get("config")) != settings(config):
-            raise ValueError(f"{checkpoint} was written by a run with other settings ({settings(saved.get('config'))}, "
-                             f"now {settings(config)}): resuming it would mix two runs; delete it or use another file")
+        saved = _load_resumable(checkpoint, device)
+        same = lambda d: json.dumps(d or {}, sort_keys=True, default=str)  # noqa: E731
+        if same(saved.get("config")) != same(settings):
+            raise ValueError(f"{checkpoint} was written by a run with other settings ({same(saved.get('config'))}, "
+                             f"now {same(settings)}): resuming it would mix two runs; delete it or use another file")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         if plateau is not None:
             plateau.load_state_dict(saved["scheduler"])
         state = saved["state"]
-        if average is not None:
-            average.model.load_state_dict(saved["average"])
-            average.steps = saved["average_steps"]
         for h in state["history"]:
-            print(_epoch_line(h, epochs, eta=None))
+            print(_epoch_line(h, c.epochs, eta=None))
         _log(f"resumed from {checkpoint} after epoch {state['epoch']}", log_file)
-    forward = compiled(model) if compile and state["epoch"] < epochs else model
-    for epoch in range(state["epoch"], epochs):
+    forward = compiled(model) if compile and state["epoch"] < c.epochs else model
+    for epoch in range(state["epoch"], c.epochs):
         start = time.time()
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        torch.manual_seed(seed * 100_003 + epoch)  # dropout
+        generator = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
+        torch.manual_seed(c.seed * 100_003 + epoch)  # dropout
         lr_at = (lambda step, e=epoch: lr_curve(e * steps + step)) if lr_curve else None
         train_loss, train_acc = train_one_epoch(
-            model, train_x, train_y, normalize, optimizer=opt, batch_size=batch_size, generator=generator,
-            augmentation=augmentation, epoch=epoch, teacher=teacher, teacher_logits=teacher_logits,
-            temperature=temperature, alpha=alpha, method=method, beta=beta, lr_at=lr_at,
-            max_batches=max_batches, progress=progress, forward=forward, average=average, precision=precision)
-        val = evaluate(model, data["val_images"], data["val_labels"], normalize)
+            model, train_x, train_y, data["normalize"], c, optimizer=opt, generator=generator, epoch=epoch,
+            teacher=teacher, teacher_logits=teacher_logits, views=views, lr_at=lr_at, max_batches=max_batches,
+            progress=progress, forward=forward)
+        val = evaluate(model, data["val_images"], data["val_labels"], data["normalize"])
         current_lr = opt.param_groups[0]["lr"]
         if plateau is not None:
             plateau.step(val["loss"])
@@ -666,25 +669,18 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
         state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                                  "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": current_lr,
                                  "seconds": seconds})
-        chosen, candidate = val["accuracy"], model
-        if average is not None:
-            averaged = evaluate(average.model, data["val_images"], data["val_labels"], normalize)
-            state["history"][-1].update(ema_val_loss=averaged["loss"], ema_val_accuracy=averaged["accuracy"])
-            chosen, candidate = averaged["accuracy"], average.model
-        if chosen > state["best_val_accuracy"]:
-            state["best_val_accuracy"] = chosen
-            state["best"] = {k: v.detach().cpu().clone() for k, v in candidate.state_dict().items()}
+        if val["accuracy"] > state["best_val_accuracy"]:
+            state["best_val_accuracy"] = val["accuracy"]
+            state["best"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             state["best_epoch"] = epoch + 1
         state["epoch"] = epoch + 1
-        eta = state["train_seconds"] / state["epoch"] * (epochs - state["epoch"])
-        _log(_epoch_line(state["history"][-1], epochs, eta), log_file)
+        eta = state["train_seconds"] / state["epoch"] * (c.epochs - state["epoch"])
+        _log(_epoch_line(state["history"][-1], c.epochs, eta), log_file)
         if checkpoint is not None:
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": plateau.state_dict() if plateau is not None else {},
-                         "state": state, "config": config or {},
-                         **({"average": average.model.state_dict(), "average_steps": average.steps}
-                            if average is not None else {})}, checkpoint)
-            write_json({"epoch": state["epoch"], "epochs": epochs, "best_epoch": state["best_epoch"],
+                         "state": state, "config": settings or {}}, checkpoint)
+            write_json({"epoch": state["epoch"], "epochs": c.epochs, "best_epoch": state["best_epoch"],
                         "best_val_accuracy": state["best_val_accuracy"], "eta_seconds": eta,
                         "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, status_path(checkpoint))
     model.load_state_dict(state["best"])
@@ -692,56 +688,49 @@ def fit(model, data, *, epochs, batch_size=128, lr=1e-3, optimizer="adam", weigh
             "best_val_accuracy": state["best_val_accuracy"], "train_seconds": state["train_seconds"]}
 
 
+def _load_resumable(path, device):
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a half-written or damaged file: say which and what to do
+        raise CheckpointError(f"resumable checkpoint {path} is truncated or corrupt ({_first_line(err)}): delete "
+                              f"it to start the run again from epoch 0") from None
+
+
 def train_student(data, config: dict, *, prefix: str, run_dir, arch: str = "student_net", teacher=None,
-                  teacher_logits=None, teacher_sha256: str | None = None, device="cpu", compile=False,
+                  teacher_logits=None, views=None, teacher_sha256: str | None = None, device="cpu", compile=False,
                   progress=False, max_batches=None):
-    """Build `arch` from `config["seed"]` and train it with `fit(**config)`: distilled from a `teacher`
-    module (online) or its cached `teacher_logits`, or from scratch without either. Resumable: the run's
-    name (`run_name`: prefix, config, teacher, teacher mode, training-set size, max_batches) names its
+    """Build `arch` from `config["seed"]` and train it with `fit(config)`: distilled from a `teacher` module
+    (online), its cached `teacher_logits`, its `views` (a ViewCache), or from scratch without any. Resumable:
+    the run's name (`run_name`: prefix, config, teacher, teacher mode, training-set size, max_batches) names its
     checkpoint and log under `run_dir`, so the same call resumes and any other setting starts afresh.
-    Returns (model with its best validation epoch loaded, fit's result plus "config" and "tag")."""
-    mode = "online" if teacher is not None else "cached" if teacher_logits is not None else None
+    Returns (model with its best validation epoch loaded, fit's result plus "config", "tag", "teacher_mode")."""
+    mode = ("online" if teacher is not None else "cached" if teacher_logits is not None
+            else "views" if views is not None else None)
     torch.manual_seed(config.get("seed", 0))
     model = build_model(arch).to(device).to(memory_format=torch.channels_last)
     tag = run_name(prefix, config, arch=arch, teacher_mode=mode, teacher_sha256=teacher_sha256 if mode else None,
-                   n_train=len(data["train_labels"]), max_batches=max_batches)
+                   n_train=len(data["train_labels"]), max_batches=max_batches,
+                   **({"views": views.meta["key"]} if views is not None else {}))
     run_dir = Path(run_dir)
-    result = fit(model, data, **config, teacher=teacher, teacher_logits=teacher_logits, compile=compile,
+    result = fit(model, data, config, teacher=teacher, teacher_logits=teacher_logits, views=views, compile=compile,
                  progress=progress, max_batches=max_batches, checkpoint=run_dir / f"{tag}.resume.pt",
-                 log_file=run_dir / f"{tag}.log", config=plain(config))
+                 log_file=run_dir / f"{tag}.log", settings=plain(config))
     return model, {**result, "config": plain(config), "tag": tag, "teacher_mode": mode}
 
 
-def out_of_fold_logits(data, config: dict, *, folds: int, prefix: str, run_dir, arch: str = "student_gap",
-                       teacher_logits=None, teacher_sha256: str | None = None, device="cpu", compile=False,
-                       progress=False, max_batches=None, only=None):
-    """Soft targets from models that have not seen the image. The training images are split into
-    `folds` stratified folds (`stratified_folds`, seeded by config["seed"]); for each, `arch` is trained
-    by `train_student(config)` on the other folds (distilled from the matching `teacher_logits` when
-    given; resumable, kept on validation) and predicts the held-out fold and its mirror images.
-    Returns the (2, N, C) logits aligned with data["train_images"], as `teacher_logits_cache`, and
-    each fold model's best validation accuracy. `only` (fold numbers from 1) trains just those folds,
-    to share the work between processes, and returns (None, their accuracies)."""
-    images, labels = data["train_images"], data["train_labels"]
-    logits, val_accuracy = None, []
-    for number, held in enumerate(stratified_folds(labels, folds, config.get("seed", 0)), 1):
-        if only is not None and number not in only:
-            continue
-        keep = torch.ones(len(labels), dtype=torch.bool)
-        keep[held] = False
-        subset = {**data, **{key: data[key][keep] for key in ("train_images", "train_labels", "train_index")
-                             if key in data}}
-        model, result = train_student(
-            subset, config, prefix=f"{prefix}_fold{number}of{folds}", run_dir=run_dir, arch=arch, device=device,
-            teacher_logits=None if teacher_logits is None else teacher_logits[:, keep], teacher_sha256=teacher_sha256,
-            compile=compile, progress=progress, max_batches=max_batches)
-        for mirrored in (0, 1):
-            held_logits = predict(model, images[held], data["normalize"], flip=bool(mirrored))
-            if logits is None:
-                logits = torch.zeros(2, len(labels), held_logits.shape[1])
-            logits[mirrored, held] = held_logits
-        val_accuracy.append(result["best_val_accuracy"])
-    return (None if only is not None else logits), val_accuracy
+def grid_search(data, base: dict, settings: dict, *, prefix: str, run_dir, teacher_logits=None, views=None,
+                teacher_sha256: str | None = None, device="cpu", max_batches=None) -> dict:
+    """Train the homework's student once per named setting (keywords added to the `base` config; an empty
+    setting trains from scratch, any other distils from `teacher_logits` or `views`), each run resumable,
+    one line printed per run. Returns {name: best validation accuracy}."""
+    accuracy = {}
+    for name, extra in settings.items():
+        _, result = train_student(data, {**base, **extra}, prefix=f"{prefix}_{name}", run_dir=run_dir, device=device,
+                                  max_batches=max_batches, teacher_sha256=teacher_sha256,
+                                  teacher_logits=teacher_logits if extra else None, views=views if extra else None)
+        accuracy[name] = result["best_val_accuracy"]
+        print(f"{name:<24} best validation accuracy {100 * accuracy[name]:.2f}% (epoch {result['best_epoch']})")
+    return accuracy
 
 
 def status_path(checkpoint) -> Path:
@@ -772,7 +761,6 @@ def run_name(prefix: str, config: dict, **extra) -> str:
 def _epoch_line(h: dict, epochs: int, eta: float | None) -> str:
     return (f"epoch {h['epoch']}/{epochs}  loss {h['train_loss']:.4f}  train_acc {100 * h['train_accuracy']:.2f}%  "
             f"val_loss {h['val_loss']:.4f}  val_acc {100 * h['val_accuracy']:.2f}%  lr {h['lr']:.2e}  "
-            + (f"ema_val_acc {100 * h['ema_val_accuracy']:.2f}%  " if "ema_val_accuracy" in h else "")
             + f"{h['seconds']:.0f} s" + ("" if eta is None else f"  eta {eta / 60:.1f} min"))
 
 
@@ -784,17 +772,106 @@ def _log(line: str, log_file=None):
             f.write(time.strftime("%H:%M:%S ") + line + "\n")
 
 
+# ---------------------------------------------------------------------------- 4b. soft targets, cached
+
+def _images_sha256(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
 def teacher_logits_cache(teacher, images, normalize, teacher_sha256: str, cache_dir=ROOT / "cache",
                          batch_size: int = 500) -> torch.Tensor:
     """The teacher's logits for `images` and for their mirror images, (2, N, C) float32, computed once
     and kept in cache_dir under the teacher's SHA-256 and the images' (a new teacher gets a new cache)."""
-    images_sha256 = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
-    path = Path(cache_dir) / f"teacher_logits_{teacher_sha256[:16]}_{images_sha256[:16]}.pt"
+    path = Path(cache_dir) / f"teacher_logits_{teacher_sha256[:16]}_{_images_sha256(images)[:16]}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
     logits = torch.stack([predict(teacher, images, normalize, batch_size, flip=flip) for flip in (False, True)])
     atomic_save(logits, path)
     return logits
+
+
+class ViewCacheError(RuntimeError):
+    """A view cache is damaged, or was made by another teacher, other images or other settings."""
+
+
+@dataclass
+class ViewCache:
+    """`count` augmented views of each training image and the teacher's logits on exactly those views
+    (FKD, Shen and Xing, 2022): `params` (count, N, 5) from `view_parameters`, `logits` (count, N, C) float16.
+    Training draws one view per image per epoch and regenerates its pixels (`apply_views`): consistent
+    teaching (Beyer et al., 2022) for the cost of the student alone."""
+    params: torch.Tensor
+    logits: torch.Tensor
+    meta: dict
+
+    @property
+    def count(self) -> int:
+        return self.params.shape[0]
+
+    def to(self, device) -> "ViewCache":
+        return ViewCache(self.params.to(device), self.logits.to(device), self.meta)
+
+
+def view_cache(teacher, data: dict, teacher_sha256: str, *, views: int = 8, seed: int = 0, augmentation=None,
+               cache_dir=ROOT / "cache", batch_size: int = 500, precision: str = "float32",
+               progress: bool = True) -> ViewCache:
+    """The ViewCache of `views` views of each of data["train_images"], drawn from `augmentation` (keywords of
+    `view_parameters`: the homework's flip, rotation, translation and scaling by default) for each image's
+    index in the official training set and the view's number under `seed`, with `teacher`'s logits on each
+    (under autocast when `precision` is bfloat16). Kept in `cache_dir`, keyed by the teacher's SHA-256, the
+    images' and the settings, and reused when present; an interrupted build resumes from its last finished view."""
+    unknown = set(augmentation or {}) - {"flip", "degrees", "translate", "scale"}
+    if unknown:
+        raise ValueError(f"views take flip, degrees, translate and scale, not {', '.join(sorted(unknown))}")
+    augmentation = {"flip": True, "degrees": 10.0, "translate": 0.1, "scale": (0.9, 1.1), **(augmentation or {})}
+    images, index = data["train_images"], data["train_index"]
+    meta = {"teacher_sha256": teacher_sha256, "images_sha256": _images_sha256(images), "views": views, "seed": seed,
+            "augmentation": plain(augmentation), "precision": precision}
+    meta["key"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"views_{teacher_sha256[:12]}_{meta['key']}.pt"
+    if path.exists():
+        return load_view_cache(path, meta)
+    partial = path.with_name(path.name + ".partial")
+    params = view_parameters(seed, index.numpy()[None, :], np.arange(views)[:, None], **augmentation)
+    logits, done = [], 0
+    if partial.exists():
+        saved = load_view_cache(partial, meta)
+        logits, done = list(saved.logits), saved.meta["done"]
+    device = next(teacher.parameters()).device
+    teacher.eval()
+    chunks = [(v, i) for v in range(done, views) for i in torch.arange(len(images)).split(batch_size)]
+    outputs = []
+    for v, idx in _progress(chunks, progress, f"teacher on {views} views of {len(images):,} images"):
+        x = apply_views(images[idx].unsqueeze(1).float().div(255).to(device), params[v, idx])
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            outputs.append(teacher(to_model_input(x, data["normalize"])).float().half().cpu())
+        if idx[-1] == len(images) - 1:  # a view is finished: keep it
+            logits.append(torch.cat(outputs))
+            outputs = []
+            if len(logits) < views:
+                atomic_save({"params": params, "logits": torch.stack(logits), "meta": {**meta, "done": len(logits)}},
+                            partial)
+    atomic_save({"params": params, "logits": torch.stack(logits), "meta": meta}, path)
+    partial.unlink(missing_ok=True)
+    return ViewCache(params, torch.stack(logits), meta)
+
+
+def load_view_cache(path, expected: dict) -> ViewCache:
+    """A ViewCache from `path`, refused (ViewCacheError, naming the file) when it cannot be read or when its
+    teacher, images or settings differ from `expected` (the meta that view_cache would write)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        params, logits, meta = saved["params"], saved["logits"], saved["meta"]
+    except Exception as err:  # noqa: BLE001 - truncated, damaged or not a view cache at all
+        raise ViewCacheError(f"view cache {path} is truncated or corrupt ({_first_line(err)}): delete it and it "
+                             f"is built again") from None
+    for key in ("teacher_sha256", "images_sha256", "views", "seed", "augmentation", "precision"):
+        if meta.get(key) != expected.get(key):
+            raise ViewCacheError(f"view cache {path} was made with {key} = {meta.get(key)!r}, not {expected.get(key)!r}: "
+                                 f"it belongs to another teacher or setting; delete it or pass its settings")
+    if params.shape[:2] != logits.shape[:2] and "done" not in meta:
+        raise ViewCacheError(f"view cache {path} holds {logits.shape[0]} views of logits for {params.shape[0]} views")
+    return ViewCache(params, logits, meta)
 
 
 # ---------------------------------------------------------------------------- 5. evaluation
@@ -817,6 +894,44 @@ def evaluate(model, images, labels, normalize, batch_size: int = 1000) -> dict:
     labels = labels.cpu()
     return {"loss": F.cross_entropy(logits, labels).item(),
             "accuracy": (logits.argmax(1) == labels).float().mean().item(), "logits": logits}
+
+
+def soft_target_statistics(logits, labels, temperature: float = 1.0) -> dict:
+    """What soft targets teach beyond the labels: how often their top class is the label (`agreement`), the
+    mean probability they give the label (`label_probability`), the share of images where that exceeds 0.99
+    (`confident`) and their mean entropy in nats (`entropy`), at `temperature`."""
+    probs = F.softmax(logits.float() / temperature, 1)
+    label_probs = probs.gather(1, labels.view(-1, 1)).flatten()
+    return {"agreement": (probs.argmax(1) == labels).float().mean().item(),
+            "label_probability": label_probs.mean().item(), "confident": (label_probs > 0.99).float().mean().item(),
+            "entropy": -(probs * probs.clamp_min(1e-12).log()).sum(1).mean().item(), "n": len(labels)}
+
+
+@torch.no_grad()
+def teacher_on_training_images(teacher, data: dict, n: int = 2000, seed: int = 0, batch_size: int = 500) -> dict:
+    """`soft_target_statistics` of `teacher` on n training images drawn at random (seeded), seen four ways:
+    clean, as the homework augments them (flip, +-10 degrees, +-10 % shift, scale 0.9-1.1), and mixed with
+    another training image (0.7 of the image, 0.3 of the other; the label is the first's). Whether the teacher's
+    soft targets there differ from the labels, and whether they are right on the views a student sees."""
+    generator = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(data["train_labels"]), generator=generator)[:n]
+    images, labels = data["train_images"][pick].unsqueeze(1).float().div(255), data["train_labels"][pick]
+    views = {"clean": images,
+             "homework views": augment(images, generator, flip=True, degrees=10.0, translate=0.1, scale=(0.9, 1.1))[0],
+             "mixed 0.7 / 0.3": 0.7 * images + 0.3 * images[torch.randperm(n, generator=generator)]}
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    logits = {name: torch.cat([teacher(to_model_input(chunk.to(device), data["normalize"])).float().cpu()
+                               for chunk in x.split(batch_size)]) for name, x in views.items()}
+    return {name: soft_target_statistics(value, labels) for name, value in logits.items()}
+
+
+def soft_target_summary(logits, labels) -> str:
+    """One line of `soft_target_statistics` at T = 1, for a notebook."""
+    s = soft_target_statistics(logits, labels)
+    return (f"soft targets {tuple(logits.shape)}: top class = label for {100 * s['agreement']:.2f}%, mean probability "
+            f"of the label {s['label_probability']:.3f} (> 0.99 for {100 * s['confident']:.1f}%), mean entropy "
+            f"{s['entropy']:.3f} nats")
 
 
 def confusion_matrix(logits, labels, num_classes: int = 10) -> torch.Tensor:
@@ -845,7 +960,7 @@ def confused_examples(images, labels, predicted, pairs, per_pair: int = 6):
         idx = ((labels == true) & (predicted == pred)).nonzero().flatten()[:per_pair]
         blanks = per_pair - len(idx)
         rows += [images[idx], torch.zeros(blanks, *images.shape[1:], dtype=images.dtype)]
-        titles += [f"{CLASSES[true][:7]}->{CLASSES[pred][:7]}"] * len(idx) + [""] * blanks
+        titles += [f"{CLASSES[true]}\n→ {CLASSES[pred]}"] * len(idx) + [""] * blanks
     return torch.cat(rows), titles
 
 
@@ -889,6 +1004,10 @@ def plain(obj):
     if isinstance(obj, (list, tuple)):
         return [plain(v) for v in obj]
     return obj
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def sha256_of(path) -> str:
@@ -959,9 +1078,16 @@ def load_checkpoint(path, device="cpu", verify: bool = True):
                                   f"the file was altered or is incomplete; restore it with `git checkout -- {path}`")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # never fall back to unsafe loading
-        raise CheckpointError(f"checkpoint {path} cannot be loaded safely with weights_only=True "
-                              f"(it may carry code): {str(err).splitlines()[0]}") from None
+    except pickle.UnpicklingError as err:  # never fall back to unsafe loading
+        if "Unsupported global" not in str(err):  # anything else is a damaged file, not a dangerous one
+            raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(err)}): restore it with "
+                                  f"`git checkout -- {path}` or run the notebook that writes it again") from None
+        unsupported = next(line.strip() for line in str(err).splitlines() if "Unsupported global" in line)
+        raise CheckpointError(f"checkpoint {path} is refused: it holds more than tensors and plain data (it may "
+                              f"carry code), so it cannot be loaded with weights_only=True: {unsupported}") from None
+    except Exception as err:  # noqa: BLE001 - truncated or damaged
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(err)}): restore it with "
+                              f"`git checkout -- {path}` or run the notebook that writes it again") from None
     if not isinstance(saved, dict) or "state_dict" not in saved or "meta" not in saved:
         raise CheckpointError(f"checkpoint {path} is not a {{'state_dict', 'meta'}} dict written by save_checkpoint")
     meta = saved["meta"]
@@ -1017,16 +1143,19 @@ def ship_teacher(model, result: dict, data: dict, path, metrics_path, *, arch: s
 
 
 def ship_student(model, result: dict, test: dict, data: dict, path, metrics_path, *, arch: str,
-                 augmentation: dict, teacher_sha256: str | None, seed: int, device="cpu", **extra) -> dict:
+                 augmentation: dict, teacher_sha256: str | None, seed: int, device="cpu", method: str | None = None,
+                 **extra) -> dict:
     """Ship a trained student: write the checkpoint (`meta` in the teachers' format, with `arch`,
     `normalize`, `in_channels`, the training config and both accuracies), reload it from disk and check
     that the reloaded model scores exactly `test["accuracy"]`, then write its metrics JSON (history,
-    accuracies, per-class accuracy, checkpoint SHA-256, plus `extra`). `result` is train_student's,
+    accuracies, per-class accuracy, checkpoint SHA-256, plus `extra`). `method` says how it was trained
+    (default: "kd" with a teacher, else "scratch"). `result` is train_student's,
     `test` is evaluate()'s on data's test split. Returns the metrics."""
     labels = data["test_labels"]
     meta = {"arch": arch, "normalize": data["normalize"], "in_channels": 3, "num_classes": 10,
             "parameters": count_parameters(model), "mult_adds": count_mult_adds(model), "config": result["config"],
             "augmentation": plain(augmentation), "teacher_mode": result["teacher_mode"],
+            "method": method or ("kd" if result["teacher_mode"] else "scratch"),
             "teacher_sha256": teacher_sha256 if result["teacher_mode"] else None,
             "best_epoch": result["best_epoch"], "val_accuracy": result["best_val_accuracy"],
             "test_accuracy": test["accuracy"], "train_seconds": result["train_seconds"],
@@ -1065,8 +1194,12 @@ def check_parameters(**params) -> None:
             fail(name, value, "a fraction of the image size in [0, 0.5)")
         if name == "erase" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             fail(name, value, "a probability in [0, 1]")
-        if name == "ema" and not (isinstance(value, (int, float)) and 0 <= value < 1):
-            fail(name, value, "0 (off) or an averaging decay in (0, 1), e.g. 0.999")
+        if name == "teacher_mode" and value not in ("cached", "views", "online"):
+            fail(name, value, "'cached', 'views' or 'online'")
+        if name == "views" and not (isinstance(value, int) and value > 0):
+            fail(name, value, "a positive integer (views per training image)")
+        if name == "students" and not (isinstance(value, list) and value and set(value) <= {"kd", "scratch"}):
+            fail(name, value, "a list of 'kd' and/or 'scratch'")
         if name == "precision" and value not in ("float32", "bfloat16"):
             fail(name, value, "'float32' or 'bfloat16' (autocast for training)")
         if name == "alpha" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
@@ -1079,8 +1212,6 @@ def check_parameters(**params) -> None:
             fail(name, value, "a non-negative number")
         if name == "optimizer" and value not in ("adam", "sgd"):
             fail(name, value, "'adam' (AdamW) or 'sgd'")
-        if name == "extra_teachers" and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            fail(name, value, "a list of checkpoint paths, [] for none")
         if name == "arch" and value not in ARCHS:
             fail(name, value, f"one of {', '.join(ARCHS)}")
         if name == "profile" and value not in ("quick", "full"):
@@ -1158,12 +1289,12 @@ def plot_learning_curves(histories: dict):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
-        for ax, key in zip(axes[:2], ("loss", "accuracy")):
-            line, = ax.plot(epochs, [h[f"val_{key}"] for h in history], label=f"{name} val")
-            ax.plot(epochs, [h[f"train_{key}"] for h in history], "--", color=line.get_color(),
+        for ax, key, scale in zip(axes[:2], ("loss", "accuracy"), (1, 100)):
+            line, = ax.plot(epochs, [scale * h[f"val_{key}"] for h in history], label=f"{name} val")
+            ax.plot(epochs, [scale * h[f"train_{key}"] for h in history], "--", color=line.get_color(),
                     label=f"{name} train (augmented)")
         axes[2].plot(epochs, [h["lr"] for h in history], label=name)
-    for ax, title in zip(axes, ("loss", "accuracy", "learning rate")):
+    for ax, title in zip(axes, ("loss", "accuracy (%)", "learning rate")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
@@ -1177,10 +1308,11 @@ def plot_reliability(calibration: dict, title: str = ""):
     bins = len(calibration["accuracy"])
     centres = [(i + 0.5) / bins for i in range(bins)]
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.bar(centres, calibration["accuracy"], width=1 / bins, edgecolor="k", alpha=0.7, label="accuracy")
-    ax.plot([0, 1], [0, 1], "r--", label="perfect calibration")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
+    ax.bar([100 * c for c in centres], [100 * a for a in calibration["accuracy"]], width=100 / bins, edgecolor="k",
+           alpha=0.7, label="accuracy")
+    ax.plot([0, 100], [0, 100], "r--", label="perfect calibration")
+    ax.set_xlabel("confidence (%)")
+    ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{title} ECE = {100 * calibration['ece']:.2f}%")
     ax.legend()
     fig.tight_layout()
@@ -1191,7 +1323,7 @@ def plot_soft_targets(images, logits, labels, temperatures=(1, 2, 4, 8)):
     """One row per image: the image, then softmax(logits / T) as bars for each temperature T."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(images), len(temperatures) + 1, figsize=(3 * (len(temperatures) + 1),
-                             2.2 * len(images)), squeeze=False)
+                             3.0 * len(images)), squeeze=False)
     for row, (image, logit, label) in enumerate(zip(images, logits, labels)):
         axes[row, 0].imshow(image.reshape(28, 28), cmap="gray")
         axes[row, 0].set_title(f"true: {CLASSES[label]}", fontsize=8)
@@ -1200,7 +1332,7 @@ def plot_soft_targets(images, logits, labels, temperatures=(1, 2, 4, 8)):
             probs = F.softmax(logit.float() / T, 0)
             axes[row, col].bar(range(len(CLASSES)), probs, color=["C3" if i == label else "C0" for i in range(10)])
             axes[row, col].set_ylim(0, 1)
-            axes[row, col].set_xticks(range(len(CLASSES)), [c[:7] for c in CLASSES], rotation=90, fontsize=6)
+            axes[row, col].set_xticks(range(len(CLASSES)), CLASSES, rotation=90, fontsize=7)
             if row == 0:
                 axes[row, col].set_title(f"T = {T}")
     fig.tight_layout()
@@ -1217,7 +1349,7 @@ def plot_per_class_accuracy(series: dict):
     ax.set_xticks([c + 0.4 - width / 2 for c in range(len(CLASSES))], CLASSES, rotation=30)
     ax.set_ylim(60, 100)
     ax.set_ylabel("test accuracy (%)")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)  # beside the bars, never over one
     fig.tight_layout()
     return fig
 
@@ -1243,10 +1375,11 @@ def plot_heatmap(values, row_labels, col_labels, row_title: str, col_title: str,
     return fig
 
 
-def plot_pareto(rows: dict):
+def plot_pareto(rows: dict, n_test: int = 10_000):
     """Test accuracy against parameters, multiply-adds, size on disk and latency, one point per model
     (rows: "model, format" -> dict with test_accuracy, parameters, mult_adds, bytes, latency_ms): one
-    colour per model, one marker per format, log x axes."""
+    colour per model, one marker per format, log x axes; error bars of +-1.96 binomial standard errors
+    of an accuracy on `n_test` images."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
     axes_spec = (("parameters", "parameters", 1), ("mult_adds", "multiply-adds per image", 1),
@@ -1257,8 +1390,9 @@ def plot_pareto(rows: dict):
     for ax, (key, title, scale) in zip(axes, axes_spec):
         for label, r in rows.items():
             model, fmt = label.split(",")[0], label.split(",", 1)[-1].strip()
-            ax.scatter(r[key] * scale, 100 * r["test_accuracy"], color=f"C{models.index(model)}",
-                       marker="osD^v"[formats.index(fmt) % 5], s=50, alpha=0.8, label=label)
+            se = 100 * 1.96 * math.sqrt(r["test_accuracy"] * (1 - r["test_accuracy"]) / n_test)
+            ax.errorbar(r[key] * scale, 100 * r["test_accuracy"], yerr=se, color=f"C{models.index(model)}",
+                        marker="osD^v"[formats.index(fmt) % 5], markersize=7, alpha=0.8, capsize=3, label=label)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(title)
@@ -1281,6 +1415,61 @@ def export_onnx(model: nn.Module, path) -> Path:
                       dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=65536)}}, dynamo=True,
                       external_data=False, verbose=False)
     return path
+
+
+def input_contract(meta: dict) -> dict:
+    """What an ONNX user must feed a shipped model and what comes out, as ONNX metadata (strings only):
+    the preprocessing with the normalisation constants, the input and output shapes, the class names."""
+    return {"arch": meta["arch"], "input": "input: float32 (N, 3, 28, 28)",
+            "preprocessing": "28x28 grey image, pixels / 255, repeated to 3 channels, then (x - mean) / std per channel",
+            "normalize_mean": json.dumps(meta["normalize"]["mean"]), "normalize_std": json.dumps(meta["normalize"]["std"]),
+            "output": "logits: float32 (N, 10), softmax gives class probabilities", "classes": json.dumps(list(CLASSES))}
+
+
+def write_onnx_metadata(path, metadata: dict) -> None:
+    """Store string key-value pairs in an ONNX file's metadata_props (replacing those keys)."""
+    import onnx
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=str(value))
+    onnx.save(model, str(path))
+
+
+def read_onnx_metadata(path) -> dict:
+    """The metadata_props of an ONNX file, as ONNX Runtime reads them (custom_metadata_map)."""
+    return dict(onnx_session(path).get_modelmeta().custom_metadata_map)
+
+
+def deploy_student(model, meta: dict, name: str, *, onnx_dir, int8_dir, calibration: torch.Tensor) -> dict:
+    """Export a shipped student to ONNX (float32, under onnx_dir) and quantise it to int8 (`quantize_int8`,
+    under int8_dir as student_<name>_int8.onnx with its SHA-256 beside it); both files carry the input
+    contract (`input_contract`) in their metadata. Returns the two paths and the int8 file's SHA-256."""
+    fp32 = export_onnx(model, Path(onnx_dir) / f"student_{name}.onnx")
+    int8 = quantize_int8(fp32, Path(int8_dir) / f"student_{name}_int8.onnx", calibration)
+    for path in (fp32, int8):
+        write_onnx_metadata(path, input_contract(meta))
+    return {"onnx_float32": fp32, "onnx_int8": int8, "int8_sha256": write_sha256(int8)}
+
+
+def format_rows(name: str, model, checkpoint, deployed: dict, test_images, test_labels, normalize) -> dict:
+    """Test accuracy, bytes on disk, parameters and multiply-adds of one student in its three formats
+    (PyTorch float32, ONNX float32, ONNX int8), keyed "student <name>, <format>"; the int8 row also has its
+    SHA-256 and `drop_points`, the test accuracy it lost against PyTorch, in points."""
+    accuracy = lambda logits: (logits.argmax(1) == test_labels).float().mean().item()  # noqa: E731
+    predictions = {"PyTorch float32": (predict(model, test_images, normalize), Path(checkpoint)),
+                   **{f"ONNX {kind}": (onnx_predict(onnx_session(deployed[f"onnx_{kind}"]), test_images, normalize),
+                                       Path(deployed[f"onnx_{kind}"])) for kind in ("float32", "int8")}}
+    rows = {f"student {name}, {fmt}": {"test_accuracy": accuracy(logits), "bytes": path.stat().st_size,
+                                       "file": f"{path.parent.name}/{path.name}", "parameters": count_parameters(model),
+                                       "mult_adds": count_mult_adds(model)}
+            for fmt, (logits, path) in predictions.items()}
+    int8 = rows[f"student {name}, ONNX int8"]
+    int8.update(sha256=deployed["int8_sha256"],
+                drop_points=100 * (rows[f"student {name}, PyTorch float32"]["test_accuracy"] - int8["test_accuracy"]))
+    return rows
 
 
 def calibration_images(data: dict, n: int, seed: int = 0) -> torch.Tensor:

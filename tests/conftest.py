@@ -1,9 +1,11 @@
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "agg")
+os.environ["KD_RUNS_DIR"] = tempfile.mkdtemp(prefix="kd-test-runs-")  # tests never touch the real runs folder
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 import kd_helpers as kd  # noqa: E402

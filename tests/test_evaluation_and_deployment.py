@@ -22,7 +22,7 @@ def test_confused_examples_fill_one_row_per_pair():
     labels, predicted = torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([1, 1, 0, 1, 1, 0])
     rows, titles = kd.confused_examples(images, labels, predicted, [(0, 1, 2), (2, 0, 1)], per_pair=3)
     assert rows.shape == (6, 28, 28) and rows[:, 0, 0].tolist() == [0, 1, 0, 5, 0, 0]
-    assert titles == ["T-shirt->Trouser"] * 2 + [""] + ["Pullove->T-shirt"] + [""] * 2
+    assert titles == ["T-shirt/top\n→ Trouser"] * 2 + [""] + ["Pullover\n→ T-shirt/top"] + [""] * 2  # full names
 
 
 def test_expected_calibration_error_of_calibrated_and_overconfident_models():
@@ -38,7 +38,7 @@ def test_expected_calibration_error_of_calibrated_and_overconfident_models():
 def trained_student(small_data):
     torch.manual_seed(0)
     student = kd.StudentNet()
-    kd.fit(student, small_data, epochs=2, batch_size=64, augmentation={})
+    kd.fit(student, small_data, dict(epochs=2, batch_size=64))
     return student.eval()
 
 

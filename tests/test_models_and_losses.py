@@ -105,23 +105,3 @@ def test_decoupled_kd_of_identical_logits_is_cross_entropy():
     g = torch.Generator().manual_seed(2)
     s, y = torch.randn(8, 10, generator=g), torch.randint(0, 10, (8,), generator=g)
     assert kd.decoupled_kd_loss(s, s, y).item() == pytest.approx(F.cross_entropy(s, y).item(), abs=1e-6)
-
-
-def test_averaged_soft_targets_are_the_mean_of_the_members_softmax():
-    a, b = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 3.0, 1.0]])
-    averaged = kd.average_soft_targets([a, b])
-    assert torch.allclose(averaged.softmax(1), (a.softmax(1) + b.softmax(1)) / 2)
-    assert torch.allclose(averaged.exp().sum(1), torch.ones(1))  # log-probabilities
-    assert kd.average_soft_targets([a]) is a  # one member: its logits as they are
-    assert torch.allclose(kd.average_soft_targets([a, a]).softmax(1), a.softmax(1))
-
-
-def test_teacher_ensemble_predicts_the_averaged_softmax():
-    torch.manual_seed(0)
-    members = [kd.StudentNet().eval(), kd.GapStudentNet().eval()]
-    ensemble = kd.TeacherEnsemble(members).eval()
-    x = torch.randn(4, 3, 28, 28)
-    with torch.no_grad():
-        expected = (members[0](x).softmax(1) + members[1](x).softmax(1)) / 2
-        assert torch.allclose(ensemble(x).softmax(1), expected, atol=1e-6)
-    assert kd.count_parameters(ensemble) == sum(kd.count_parameters(m) for m in members)

@@ -1,4 +1,6 @@
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import torch
 
 import kd_helpers as kd
 
+# A tiny run of `fit` whose state lives in the runs folder ($KD_RUNS_DIR), outside any checkout.
 TRAIN_SCRIPT = textwrap.dedent("""
     import json, sys, torch
     torch.set_num_threads(1)
@@ -22,48 +25,100 @@ TRAIN_SCRIPT = textwrap.dedent("""
                 val_labels=data["val_labels"][:500])
     torch.manual_seed(0)
     model = kd.StudentNet()
-    result = kd.fit(model, data, epochs=4, batch_size=100, lr=1e-3, schedule="plateau", patience=0,
-                    augmentation={"translate": 0.1, "degrees": 10}, seed=0, checkpoint=sys.argv[1])
+    config = dict(epochs=4, batch_size=100, lr=1e-3, schedule="plateau", patience=0,
+                  augmentation={"translate": 0.1, "degrees": 10}, seed=0)
+    result = kd.fit(model, data, config, checkpoint=kd.runs_dir() / f"{sys.argv[1]}.resume.pt", settings=config)
     json.dump(result["history"], open(sys.argv[2], "w"))
 """)
 
 
 def run_training(tmp_path, name, kill_after_epoch=None):
-    script = tmp_path / "train.py"
-    script.write_text(TRAIN_SCRIPT)
-    checkpoint, out = tmp_path / f"{name}.pt", tmp_path / f"{name}.json"
-    args = [sys.executable, str(script), str(checkpoint), str(out)]
+    """Run TRAIN_SCRIPT from a copy of kd_helpers.py (a checkout of its own); when `kill_after_epoch`, kill it
+    with SIGKILL once that epoch is saved, then run the same command from another fresh copy."""
+    runs = tmp_path / "runs"
+    env = {**os.environ, "KD_RUNS_DIR": str(runs)}
+    out = tmp_path / f"{name}.json"
+
+    def checkout(label):
+        folder = tmp_path / f"checkout_{name}_{label}"
+        folder.mkdir()
+        shutil.copy(kd.ROOT / "kd_helpers.py", folder)
+        (folder / "train.py").write_text(TRAIN_SCRIPT)
+        return [sys.executable, str(folder / "train.py"), name, str(out)], {**env, "PYTHONPATH": str(folder)}, folder
     if kill_after_epoch is not None:
-        proc = subprocess.Popen(args)
+        args, run_env, folder = checkout("first")
+        proc = subprocess.Popen(args, env=run_env, cwd=folder)
+        status = runs / f"{name}.status.json"
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            if checkpoint.exists():
-                state = torch.load(checkpoint, weights_only=True)["state"]
-                if state["epoch"] >= kill_after_epoch:
-                    break
+            if status.exists() and json.loads(status.read_text())["epoch"] >= kill_after_epoch:
+                break
             time.sleep(0.2)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert not out.exists(), "the run finished before it could be killed"
-    subprocess.run(args, check=True, timeout=300)
+        shutil.rmtree(folder)  # the checkout is gone; the state outside it is not
+    args, run_env, folder = checkout("again")
+    subprocess.run(args, env=run_env, cwd=folder, check=True, timeout=300)
     return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in json.loads(out.read_text())]
 
 
-def test_killed_run_resumes_and_equals_an_uninterrupted_run(tmp_path):
+def test_killed_run_resumes_from_a_fresh_checkout_and_equals_an_uninterrupted_run(tmp_path):
     uninterrupted = run_training(tmp_path, "straight")
     resumed = run_training(tmp_path, "killed", kill_after_epoch=2)
     assert len(resumed) == 4
     assert resumed == uninterrupted
+    assert "killed: epoch 4 of 4" in "\n".join(kd.run_status(tmp_path / "runs"))
+
+
+def test_runs_live_outside_the_repository_unless_told_otherwise(monkeypatch, tmp_path):
+    monkeypatch.delenv("KD_RUNS_DIR", raising=False)
+    assert kd.runs_dir() == kd.Path.home() / ".cache" / "kd-fashion"
+    monkeypatch.setenv("KD_RUNS_DIR", str(tmp_path))
+    assert kd.runs_dir() == tmp_path
+    assert kd.runs_dir("runs") == kd.ROOT / "runs"
+
+
+def test_status_says_epoch_best_accuracy_and_time_left(small_data, tmp_path):
+    checkpoint = tmp_path / "teacher_x.resume.pt"
+    kd.fit(kd.StudentNet(), small_data, dict(epochs=2, batch_size=64), checkpoint=checkpoint, max_batches=1)
+    status = json.loads((tmp_path / "teacher_x.status.json").read_text())
+    assert status["epoch"] == status["epochs"] == 2 and 0 <= status["best_val_accuracy"] <= 1
+    (line,) = kd.run_status(tmp_path)
+    assert line.startswith("teacher_x: epoch 2 of 2, best validation accuracy") and "finished" in line
+    status.update(epoch=1, eta_seconds=7200)
+    (tmp_path / "teacher_x.status.json").write_text(json.dumps(status))
+    assert "epoch 1 of 2" in kd.run_status(tmp_path)[0] and "about 2.0 h left" in kd.run_status(tmp_path)[0]
+
+
+def test_a_truncated_resumable_checkpoint_names_the_file_and_the_remedy(small_data, tmp_path):
+    checkpoint = tmp_path / "run.resume.pt"
+    kd.fit(kd.StudentNet(), small_data, dict(epochs=1, batch_size=64), checkpoint=checkpoint, max_batches=1)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(kd.CheckpointError, match="run.resume.pt is truncated or corrupt.*delete it"):
+        kd.fit(kd.StudentNet(), small_data, dict(epochs=2, batch_size=64), checkpoint=checkpoint, max_batches=1)
 
 
 def test_same_seed_gives_same_metrics(small_data):
     def train():
         torch.manual_seed(0)
         model = kd.StudentNet()
-        return kd.fit(model, small_data, epochs=1, batch_size=64, seed=3, augmentation={})["history"][0]
+        return kd.fit(model, small_data, dict(epochs=1, batch_size=64, seed=3))["history"][0]
     first, second = train(), train()
     first.pop("seconds"), second.pop("seconds")
     assert first == second
+
+
+def test_train_config_refuses_unknown_choices_by_name():
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; choose adam or sgd"):
+        kd.TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; choose float32 or bfloat16"):
+        kd.TrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="epochs=0"):
+        kd.TrainConfig(epochs=0)
+    with pytest.raises(TypeError):
+        kd.TrainConfig(ema=0.9)  # not an option: fit reads at a glance what it takes
+    assert kd.TrainConfig(epochs=3).epochs == 3
 
 
 def test_non_finite_loss_stops_with_epoch_and_batch(small_data):
@@ -71,7 +126,7 @@ def test_non_finite_loss_stops_with_epoch_and_batch(small_data):
     with torch.no_grad():
         model.fc2.bias.fill_(float("nan"))
     with pytest.raises(kd.NonFiniteLossError, match="epoch 1, batch 1"):
-        kd.fit(model, small_data, epochs=1, batch_size=64)
+        kd.fit(model, small_data, dict(epochs=1, batch_size=64))
 
 
 def test_distillation_with_cached_logits_learns(small_data):
@@ -79,81 +134,50 @@ def test_distillation_with_cached_logits_learns(small_data):
     cache = torch.randn(2, len(small_data["train_images"]), 10)
     torch.manual_seed(0)
     student = kd.StudentNet()
-    result = kd.fit(student, small_data, epochs=2, batch_size=64, teacher_logits=cache, temperature=4.0,
-                    alpha=0.5, augmentation={"flip": True})
+    result = kd.fit(student, small_data, dict(epochs=2, batch_size=64, temperature=4.0, alpha=0.5,
+                                              augmentation={"flip": True}), teacher_logits=cache)
     assert len(result["history"]) == 2 and result["best_epoch"] in (1, 2)
-    online = kd.fit(kd.StudentNet(), small_data, epochs=1, batch_size=64, teacher=teacher.eval(), alpha=0.5)
+    online = kd.fit(kd.StudentNet(), small_data, dict(epochs=1, batch_size=64, alpha=0.5), teacher=teacher.eval())
     assert online["history"][0]["train_loss"] > 0
 
 
-def test_weight_average_is_an_exponential_moving_average_with_a_ramp():
-    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
-    torch.nn.init.zeros_(model[0].weight)
-    average = kd.WeightAverage(model, decay=0.9)
-    expected = 0.0
-    for step, weight in enumerate([1.0, 1.0, -2.0, 4.0] + [0.5] * 86, start=1):
-        model[0].weight.data.fill_(weight)
-        model[1].num_batches_tracked += 1
-        average.update(model)
-        decay = min(0.9, (1 + step) / (10 + step))
-        expected = decay * expected + (1 - decay) * weight
-        assert average.model[0].weight.item() == pytest.approx(expected)
-    assert decay == 0.9  # the ramp has reached the decay
-    assert average.model[1].num_batches_tracked.item() == 90  # integer buffers are copied, not averaged
-    assert not average.model.training and not any(p.requires_grad for p in average.model.parameters())
-    with pytest.raises(ValueError, match="decay 1.0 must be in \\(0, 1\\)"):
-        kd.WeightAverage(model, decay=1.0)
+def test_online_teacher_sees_the_students_exact_augmented_batch(small_data):
+    seen = {}
 
+    class Recorder(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name, self.net = name, kd.StudentNet()
 
-def test_fit_with_weight_average_keeps_the_trained_history_and_returns_the_average(small_data):
-    def train(ema):
-        torch.manual_seed(0)
-        model = kd.StudentNet()
-        return model, kd.fit(model, small_data, epochs=3, batch_size=64, augmentation={}, ema=ema)
-    _, trained = train(0.0)
-    model, averaged = train(0.9)
-    assert [h["val_accuracy"] for h in averaged["history"]] == [h["val_accuracy"] for h in trained["history"]]
-    assert "ema_val_accuracy" not in trained["history"][0]
-    chosen = [h["ema_val_accuracy"] for h in averaged["history"]]
-    assert averaged["best_val_accuracy"] == max(chosen) and averaged["best_epoch"] == chosen.index(max(chosen)) + 1
-    val = kd.evaluate(model, small_data["val_images"], small_data["val_labels"], small_data["normalize"])
-    assert val["accuracy"] == pytest.approx(averaged["best_val_accuracy"])  # the average's weights, loaded
-
-
-def test_fit_with_weight_average_resumes_as_if_uninterrupted(small_data, tmp_path):
-    def train(epochs, checkpoint):
-        torch.manual_seed(0)
-        model = kd.StudentNet()
-        result = kd.fit(model, small_data, epochs=epochs, batch_size=64, augmentation={}, ema=0.9,
-                        checkpoint=checkpoint)
-        return model, [{k: v for k, v in h.items() if k != "seconds"} for h in result["history"]]
-    straight, history = train(3, tmp_path / "straight.pt")
-    train(2, tmp_path / "stopped.pt")
-    resumed, resumed_history = train(3, tmp_path / "stopped.pt")
-    assert resumed_history == history
-    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
-        assert torch.equal(a, b)
+        def forward(self, x):
+            seen.setdefault(self.name, []).append(x.clone())
+            return self.net(x)
+    student, teacher = Recorder("student"), Recorder("teacher").eval()
+    kd.fit(student, small_data, dict(epochs=1, batch_size=64, augmentation={"flip": True, "degrees": 10.0}),
+           teacher=teacher, max_batches=2)
+    assert len(seen["teacher"]) == 2
+    for s, t in zip(seen["student"], seen["teacher"]):  # the training batches (evaluation comes after)
+        assert torch.equal(s, t)
 
 
 def test_bfloat16_training_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(small_data):
     model, dtypes = kd.StudentNet(), []
     model.conv1.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
-    result = kd.fit(model, small_data, epochs=1, batch_size=64, max_batches=2, precision="bfloat16",
-                    teacher_logits=torch.randn(2, len(small_data["train_images"]), 10), alpha=0.5)
+    result = kd.fit(model, small_data, dict(epochs=1, batch_size=64, precision="bfloat16", alpha=0.5), max_batches=2,
+                    teacher_logits=torch.randn(2, len(small_data["train_images"]), 10))
     assert dtypes[:2] == [torch.bfloat16, torch.bfloat16]  # the two training batches
     assert dtypes[-1] == torch.float32                       # evaluation stays float32
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert result["history"][0]["train_loss"] > 0
-    with pytest.raises(ValueError, match="unknown precision 'fp8'; choose float32 or bfloat16"):
-        kd.fit(kd.StudentNet(), small_data, epochs=1, batch_size=64, precision="fp8")
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(small_data, tmp_path):
     checkpoint = tmp_path / "run.resume.pt"
-    kd.fit(kd.StudentNet(), small_data, epochs=1, batch_size=64, checkpoint=checkpoint, config={"teacher": "a"})
+    kd.fit(kd.StudentNet(), small_data, dict(epochs=1, batch_size=64), checkpoint=checkpoint, settings={"teacher": "a"})
     with pytest.raises(ValueError, match="other settings.*teacher.*delete it"):
-        kd.fit(kd.StudentNet(), small_data, epochs=2, batch_size=64, checkpoint=checkpoint, config={"teacher": "b"})
-    resumed = kd.fit(kd.StudentNet(), small_data, epochs=2, batch_size=64, checkpoint=checkpoint, config={"teacher": "a"})
+        kd.fit(kd.StudentNet(), small_data, dict(epochs=2, batch_size=64), checkpoint=checkpoint, settings={"teacher": "b"})
+    resumed = kd.fit(kd.StudentNet(), small_data, dict(epochs=2, batch_size=64), checkpoint=checkpoint,
+                     settings={"teacher": "a"})
     assert len(resumed["history"]) == 2
 
 
@@ -172,6 +196,17 @@ def test_train_student_names_runs_by_everything_that_shapes_them(small_data, tmp
     _, again = kd.train_student(small_data, config, prefix="s", run_dir=tmp_path, teacher_logits=cache,
                                 teacher_sha256="a")
     assert again["tag"] == first["tag"] and again["history"] == first["history"]  # replayed, not retrained
+
+
+def test_grid_search_trains_each_setting_and_scratch_without_the_teacher(small_data, tmp_path, capsys):
+    cache = torch.randn(2, len(small_data["train_images"]), 10)
+    base = dict(epochs=1, batch_size=64, seed=0)
+    accuracy = kd.grid_search(small_data, base, {"scratch": {}, "kd_T2": {"temperature": 2.0, "alpha": 0.5}},
+                              prefix="g", run_dir=tmp_path, teacher_logits=cache, teacher_sha256="t", max_batches=1)
+    assert set(accuracy) == {"scratch", "kd_T2"} and all(0 <= a <= 1 for a in accuracy.values())
+    assert "kd_T2" in capsys.readouterr().out
+    names = sorted(p.name for p in tmp_path.glob("*.resume.pt"))
+    assert len(names) == 2 and any(n.startswith("g_scratch") for n in names)
 
 
 def test_plain_turns_tuples_into_lists_at_any_depth():
@@ -264,8 +299,9 @@ def test_checkpoint_carrying_code_is_refused(tmp_path):
     ({"epochs": 0}, "epochs=0"), ({"batch_size": -1}, "batch_size=-1"), ({"alpha": 1.5}, r"\[0, 1\]"),
     ({"temperature": 0}, "temperature=0"), ({"arch": "vgg"}, "student_net"), ({"profile": "medium"}, "quick"),
     ({"device": "tpu"}, "cuda"), ({"factor": 1.0}, r"\(0, 1\)"),
-    ({"extra_teachers": "checkpoints/student_improved.pt"}, "list of checkpoint paths"),
-    ({"erase": 1.5}, "erase=1.5.*probability"), ({"ema": 1.0}, r"ema=1.0.*0 \(off\).*\(0, 1\)"),
+    ({"teacher_mode": "ensemble"}, "'cached', 'views' or 'online'"), ({"views": 0}, "views=0.*positive"),
+    ({"students": ["kd", "teacher"]}, "'kd' and/or 'scratch'"), ({"scale": [1.1, 0.9]}, "low <= high"),
+    ({"degrees": -5}, r"\[0, 180\]"), ({"erase": 1.5}, "erase=1.5.*probability"),
     ({"precision": "half"}, "precision='half'.*'float32' or 'bfloat16'"), ({"translate": 0.5}, r"translate=0.5.*\[0, 0.5\)"),
 ])
 def test_invalid_parameters_are_named(params, message):
@@ -343,44 +379,108 @@ def test_ship_student_writes_a_reloadable_checkpoint_and_its_metrics(small_data,
                         arch="student_gap", augmentation={}, teacher_sha256=None, seed=0)
 
 
-def test_stratified_folds_partition_the_images_with_every_class_in_each():
-    labels = torch.arange(10).repeat_interleave(53)                   # 53 images per class
-    folds = kd.stratified_folds(labels, 5, seed=0)
-    together = torch.cat(folds)
-    assert len(together) == len(labels) and torch.equal(together.sort().values, torch.arange(len(labels)))
-    for fold in folds:
-        counts = torch.bincount(labels[fold], minlength=10)
-        assert counts.min() >= 10 and counts.max() <= 11                 # 53 / 5 per class, rounded either way
-    assert not torch.equal(folds[0], kd.stratified_folds(labels, 5, seed=1)[0])
+def test_ship_teacher_writes_a_float16_checkpoint_its_metrics_and_the_one_test_accuracy(small_data, tmp_path):
+    model = kd.build_model("student_net")  # any model of ARCHS ships alike; a ResNet50 would only be slower
+    result = kd.fit(model, small_data, dict(epochs=1, batch_size=64), max_batches=1)
+    kd.STEMS.setdefault("student_net", "none (test)")
+    path, metrics_path = tmp_path / "teacher.pt", tmp_path / "teacher.json"
+    metrics = kd.ship_teacher(model, result, small_data, path, metrics_path, arch="student_net",
+                              config={"epochs": 1, "lr": 0.1, "augmentation": {"flip": True}},
+                              augmentation={"flip": True}, seed=0)
+    reloaded, meta = kd.load_checkpoint(path)
+    assert meta["arch"] == "student_net" and meta["epochs"] == 1 and meta["stem"]
+    assert meta["test_accuracy"] == metrics["test_accuracy"] and meta["normalize"] == small_data["normalize"]
+    assert "augmentation" not in meta["config"] and meta["augmentation"] == {"flip": True}
+    assert torch.load(path, weights_only=True)["state_dict"]["fc1.weight"].dtype == torch.float16
+    assert json.loads(metrics_path.read_text())["checkpoint_sha256"] == kd.sha256_of(path)
 
 
-def test_out_of_fold_logits_come_from_models_that_never_saw_the_image(small_data, monkeypatch, tmp_path):
-    """A stand-in for train_student whose 'model' answers, as logit 0, the distance from each input
-    to the nearest image it was trained on: zero exactly where it has seen the image."""
-    class NearestSeen(torch.nn.Module):
-        def __init__(self, train_images, normalize):
-            super().__init__()
-            self.seen = kd.to_model_input(train_images.unsqueeze(1).float() / 255, normalize).flatten(1)
-            self.unused = torch.nn.Parameter(torch.zeros(1))
+def test_a_truncated_checkpoint_says_so_and_is_not_called_unsafe(tmp_path):
+    path = tmp_path / "student.pt"
+    kd.save_checkpoint(kd.StudentNet(), {"arch": "student_net"}, path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(kd.CheckpointError, match="student.pt is truncated or corrupt") as caught:
+        kd.load_checkpoint(path, verify=False)
+    assert "code" not in str(caught.value)
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(kd.CheckpointError, match="student.pt is (truncated or )?corrupt"):
+        kd.load_checkpoint(path, verify=False)
 
-        def forward(self, x):
-            distance = torch.cdist(x.flatten(1), self.seen).min(1).values
-            return torch.cat([distance[:, None], torch.zeros(len(x), 9)], 1)
 
-    trained_on = []
+def test_view_parameters_are_a_function_of_seed_image_and_view_alone():
+    once = kd.view_parameters(0, [[3, 7, 11]], [[0], [1]])
+    again = kd.view_parameters(0, [7], [1])                 # one view, regenerated on its own
+    assert once.shape == (2, 3, 5) and torch.equal(again[0], once[1, 1])
+    assert not torch.equal(kd.view_parameters(1, [7], [1]), again)   # another seed, another view
+    flip, angle, shift_x, shift_y, scale = kd.view_parameters(0, list(range(2000)), [0]).T
+    assert set(flip.tolist()) == {0.0, 1.0} and 0.4 < flip.mean() < 0.6
+    assert angle.abs().max() <= 10 and shift_x.abs().max() <= 0.1 and shift_y.abs().max() <= 0.1
+    assert 0.9 <= scale.min() and scale.max() <= 1.1 and angle.std() > 4
 
-    def fake_train_student(data, config, *, prefix, teacher_logits, **kwargs):
-        assert len(data["train_index"]) == len(data["train_labels"])   # the subset keeps its keys aligned
-        trained_on.append((prefix, len(data["train_labels"]), None if teacher_logits is None else teacher_logits.shape))
-        return NearestSeen(data["train_images"], data["normalize"]), {"best_val_accuracy": 0.5}
 
-    monkeypatch.setattr(kd, "train_student", fake_train_student)
-    n = len(small_data["train_labels"])
-    teacher_logits = torch.zeros(2, n, 10)
-    logits, val_accuracy = kd.out_of_fold_logits(small_data, {"seed": 0}, folds=4, prefix="oof", run_dir=tmp_path,
-                                                 teacher_logits=teacher_logits)
-    assert logits.shape == (2, n, 10) and val_accuracy == [0.5] * 4
-    assert logits[0, :, 0].min() > 0                                   # no image was predicted by a model that saw it
-    assert [p for p, _, _ in trained_on] == [f"oof_fold{i}of4" for i in (1, 2, 3, 4)]
-    assert sum(n - m for _, m, _ in trained_on) == n                   # each image held out exactly once
-    assert all(shape == (2, m, 10) for _, m, shape in trained_on)      # the teacher's logits of the same images
+def test_apply_views_mirrors_like_flip_and_transforms_like_augment():
+    images = torch.rand(3, 1, 28, 28)
+    identity = torch.tensor([[1.0, 0, 0, 0, 1], [0, 0, 0, 0, 1], [1, 0, 0, 0, 1]])
+    out = kd.apply_views(images, identity)
+    assert torch.allclose(out[0], images[0].flip(-1), atol=1e-5) and torch.allclose(out[1], images[1], atol=1e-5)
+    generator = torch.Generator().manual_seed(0)
+    augmented, flipped = kd.augment(images, generator, flip=False, degrees=10.0, translate=0.1, scale=(0.9, 1.1))
+    generator = torch.Generator().manual_seed(0)
+    u = lambda low, high: torch.rand(3, generator=generator) * (high - low) + low  # noqa: E731 - augment's draws
+    angle, scale, shift_x, shift_y = u(-10, 10), u(0.9, 1.1), u(-0.1, 0.1), u(-0.1, 0.1)
+    params = torch.stack([torch.zeros(3), angle, shift_x, shift_y, scale], 1)
+    assert torch.allclose(kd.apply_views(images, params), augmented, atol=1e-6)
+
+
+def tiny_view_data(small_data, n=40):
+    return {**small_data, "train_images": small_data["train_images"][:n], "train_labels": small_data["train_labels"][:n],
+            "train_index": small_data["train_index"][:n]}
+
+
+def test_view_cache_holds_the_teachers_logits_on_exactly_the_regenerated_views(small_data, tmp_path):
+    data = tiny_view_data(small_data)
+    torch.manual_seed(0)
+    teacher = kd.StudentNet().eval()
+    cache = kd.view_cache(teacher, data, "sha-a", views=3, cache_dir=tmp_path, batch_size=16, progress=False)
+    assert cache.params.shape == (3, 40, 5) and cache.logits.shape == (3, 40, 10)
+    assert cache.logits.dtype == torch.float16
+    image, view = 17, 2
+    params = kd.view_parameters(0, [int(data["train_index"][image])], [view])
+    assert torch.equal(params[0], cache.params[view, image])  # bit-identical, from (seed, image index, view) alone
+    x = kd.apply_views(data["train_images"][[image]].unsqueeze(1).float() / 255, params)
+    with torch.no_grad():
+        expected = teacher(kd.to_model_input(x, data["normalize"]))[0]
+    assert torch.allclose(cache.logits[view, image].float(), expected, atol=2e-2, rtol=1e-2)
+    again = kd.view_cache(teacher, data, "sha-a", views=3, cache_dir=tmp_path, batch_size=16, progress=False)
+    assert torch.equal(again.logits, cache.logits)   # reused from disk
+
+
+def test_a_view_cache_of_another_teacher_is_refused_and_a_truncated_one_named(small_data, tmp_path):
+    data = tiny_view_data(small_data)
+    teacher = kd.StudentNet().eval()
+    kd.view_cache(teacher, data, "sha-a", views=2, cache_dir=tmp_path, batch_size=16, progress=False)
+    (path,) = tmp_path.glob("views_*.pt")
+    expected = {**torch.load(path, weights_only=True)["meta"], "teacher_sha256": "sha-b"}
+    with pytest.raises(kd.ViewCacheError, match="teacher_sha256 = 'sha-a', not 'sha-b'"):
+        kd.load_view_cache(path, expected)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(kd.ViewCacheError, match=f"view cache {path} is truncated or corrupt.*delete it"):
+        kd.view_cache(teacher, data, "sha-a", views=2, cache_dir=tmp_path, batch_size=16, progress=False)
+
+
+def test_distillation_from_views_trains_on_cached_views(small_data):
+    data = tiny_view_data(small_data, 128)
+    cache = kd.ViewCache(kd.view_parameters(0, data["train_index"].numpy()[None], [[0], [1]]),
+                         torch.randn(2, 128, 10).half(), {"key": "k"})
+    result = kd.fit(kd.StudentNet(), data, dict(epochs=1, batch_size=64, alpha=0.5), views=cache)
+    assert result["history"][0]["train_loss"] > 0
+
+
+def test_onnx_files_carry_their_input_contract(tmp_path):
+    model = kd.StudentNet().eval()
+    meta = {"arch": "student_net", "normalize": {"mean": [0.28] * 3, "std": [0.35] * 3}}
+    path = kd.export_onnx(model, tmp_path / "student.onnx")
+    kd.write_onnx_metadata(path, kd.input_contract(meta))
+    contract = kd.read_onnx_metadata(path)
+    assert json.loads(contract["normalize_mean"]) == [0.28] * 3 and json.loads(contract["classes"])[9] == "Ankle boot"
+    assert "(N, 3, 28, 28)" in contract["input"] and "(x - mean) / std" in contract["preprocessing"]
