@@ -16,7 +16,6 @@ Sections, in the order data flows through them:
 """
 from __future__ import annotations
 
-import copy
 import gzip
 import hashlib
 import json
@@ -718,16 +717,15 @@ def train_student(data, config: dict, *, prefix: str, run_dir, arch: str = "stud
     return model, {**result, "config": plain(config), "tag": tag, "teacher_mode": mode}
 
 
-def grid_search(data, base: dict, settings: dict, *, prefix: str, run_dir, teacher_logits=None, views=None,
-                teacher_sha256: str | None = None, device="cpu", max_batches=None) -> dict:
+def grid_search(data, base: dict, settings: dict, *, prefix: str, run_dir, teacher_sha256: str | None = None,
+                device="cpu", max_batches=None, **soft) -> dict:
     """Train the homework's student once per named setting (keywords added to the `base` config; an empty
-    setting trains from scratch, any other distils from `teacher_logits` or `views`), each run resumable,
-    one line printed per run. Returns {name: best validation accuracy}."""
+    setting trains from scratch, any other distils from the soft targets `soft`, as `soft_targets` gives
+    them), each run resumable, one line printed per run. Returns {name: best validation accuracy}."""
     accuracy = {}
     for name, extra in settings.items():
         _, result = train_student(data, {**base, **extra}, prefix=f"{prefix}_{name}", run_dir=run_dir, device=device,
-                                  max_batches=max_batches, teacher_sha256=teacher_sha256,
-                                  teacher_logits=teacher_logits if extra else None, views=views if extra else None)
+                                  max_batches=max_batches, teacher_sha256=teacher_sha256, **(soft if extra else {}))
         accuracy[name] = result["best_val_accuracy"]
         print(f"{name:<24} best validation accuracy {100 * accuracy[name]:.2f}% (epoch {result['best_epoch']})")
     return accuracy
@@ -788,6 +786,24 @@ def teacher_logits_cache(teacher, images, normalize, teacher_sha256: str, cache_
     logits = torch.stack([predict(teacher, images, normalize, batch_size, flip=flip) for flip in (False, True)])
     atomic_save(logits, path)
     return logits
+
+
+def soft_targets(mode: str, teacher, data: dict, teacher_sha256: str, *, views: int = 8, augmentation=None,
+                 cache_dir=ROOT / "cache") -> dict:
+    """`teacher`'s soft targets for data["train_images"] in `mode`, as the keywords that `fit` and
+    `train_student` take: "online" {"teacher": the module}, "cached" {"teacher_logits": of each image and its
+    mirror} or "views" {"views": a ViewCache of `views` views drawn from `augmentation`}; the caches are
+    built once (bfloat16 inference on a CPU) and kept in cache_dir."""
+    if mode == "online":
+        return {"teacher": teacher}
+    if mode == "cached":
+        return {"teacher_logits": teacher_logits_cache(teacher, data["train_images"], data["normalize"], teacher_sha256,
+                                                       cache_dir)}
+    if mode == "views":
+        cpu = next(teacher.parameters()).device.type == "cpu"
+        return {"views": view_cache(teacher, data, teacher_sha256, views=views, augmentation=augmentation,
+                                    cache_dir=cache_dir, precision="bfloat16" if cpu else "float32")}
+    raise ValueError(f"unknown teacher mode {mode!r}; choose cached, views or online")
 
 
 class ViewCacheError(RuntimeError):
@@ -1126,7 +1142,7 @@ def ship_teacher(model, result: dict, data: dict, path, metrics_path, *, arch: s
     (history, both accuracies, checkpoint SHA-256). `result` is fit's, the weights kept on validation."""
     val = evaluate(model, data["val_images"], data["val_labels"], data["normalize"])
     test = evaluate(model, data["test_images"], data["test_labels"], data["normalize"])
-    meta = {"arch": arch, "stem": STEMS[arch], "normalize": data["normalize"], "in_channels": 3, "num_classes": 10,
+    meta = {"arch": arch, "stem": STEMS.get(arch), "normalize": data["normalize"], "in_channels": 3, "num_classes": 10,
             "epochs": config["epochs"], "best_epoch": result["best_epoch"],
             "config": plain({k: v for k, v in config.items() if k != "augmentation"}),
             "augmentation": plain(augmentation), "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],

@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-import kd_helpers as kd
 import reproduce
 
 pytestmark = pytest.mark.notebook
@@ -111,3 +110,23 @@ def test_int8_scheme_comparison_runs_tiny():
     assert set(record["schemes"]) == {"float32", "U8S8", "U8S8, reduce_range", "U8U8 (shipped)", "S8S8"}
     assert record["schemes"]["float32"]["agreement"] == 1.0 and record["n_val"] == 256
     assert all(0 <= row["val_accuracy"] <= 1 for row in record["schemes"].values())
+
+
+def test_gpu_teacher_tool_runs_00_without_jupyter_and_returns_the_checkpoint_in_parts(tmp_path):
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(reproduce.ROOT / "tools" / "gpu_teacher.py"), str(out), "data_dir=None",
+                    'arch="student_net"', "epochs=1", "max_batches=2"], check=True, timeout=600,
+                   env={**os.environ, "KD_RUNS_DIR": str(tmp_path / "runs")})
+    parts = sorted(out.glob("teacher_resnet50.pt.part*"))
+    assert parts and all(p.stat().st_size <= 15 * 1024 * 1024 for p in parts)
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()
+    assert (out / "teacher_resnet50.pt.sha256").read_text().split()[0] == digest
+    record = json.loads((out / "00_train_teacher.ipynb").read_text())
+    assert "test after float16 round trip" in "".join(
+        o["text"] for c in record["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    assert json.loads((out / "teacher_training.json").read_text())["run"]["arch"] == "student_net"
+
