@@ -319,8 +319,9 @@ The inference rows here and the latency columns of the compression table above a
 (another run, another load on the machine); read each within its own table.
 The distilled student's epochs in `04` took {median:.0f} s (median of {len(seconds)}), i.e.
 {kd_['run']['n_train'] / median:,.0f} training images/s including each epoch's validation pass
-({kd_['run'].get('threads', '?')} threads), against (c)'s {next(v for k, v in speeds.items() if k.startswith('(c)')):,.0f} images/s in the benchmark
-({b['threads']} threads).
+({f"{kd_['run']['threads']} threads" if 'threads' in kd_['run'] else 'threads not recorded'}), against (c)'s
+{next(v for k, v in speeds.items() if k.startswith('(c)')):,.0f} images/s in the benchmark ({b['threads']} threads). The two ran on different days,
+on machines of the same kind whose speed has varied by up to 2x: compare rows within one table.
 """
 
 
@@ -384,7 +385,7 @@ plateau scheduler; it does not state its optimiser, temperature, alpha, epochs o
 
 | aspect | homework | here | evidence | decided on |
 |---|---|---|---|---|
-| teacher | ResNet50 handed out by the course | torchvision ResNet50, first convolution with stride 1, trained here from random weights ({teacher['epochs']} epochs, SGD, one-cycle peak {tcfg['lr']:g}, augmentation: {augmentation_words(teacher['augmentation'])}) | `00_train_teacher`; teacher section below | the kept epoch: validation. The stride-1 stem: a test accuracy (a teacher with the default stem reached 92.25 % test), an early test-based choice kept since |
+| teacher | ResNet50 handed out by the course | torchvision ResNet50, first convolution with stride 1, trained here {"from random weights" if not teacher.get("init_from") else "in fine-tuning stages, the last"} ({teacher['epochs']} epochs, SGD, one-cycle peak {tcfg['lr']:g}, augmentation: {augmentation_words(teacher['augmentation'])}) | `00_train_teacher`; teacher section below | the kept epoch: validation. The stride-1 stem: a test accuracy (a teacher with the default stem reached 92.25 % test), an early test-based choice kept since |
 | student augmentation | flip, rotation, translation, scaling | {augmentation_words(kd_['augmentation'])} | flip alone against flip and 2-pixel shifts, 25 epochs, validation (the experiments table) | validation; dropping rotation and scaling first rested on a test accuracy (a small CNN, 20 epochs, 2.6 points lower with all four), an early test-based choice |
 | optimiser | not stated | AdamW without weight decay (Adam), learning rate {cfg['lr']:g}, batch {cfg['batch_size']} | — | not tuned |
 | scheduler | ReduceLROnPlateau on the validation loss | the same, factor {cfg['factor']:g}, patience {cfg['patience']} | — | not tuned |

@@ -69,6 +69,8 @@ def test_speed_section_names_the_threads_of_04_and_of_the_benchmark():
     metrics["benchmark"]["threads"] = 2
     metrics["student_kd"]["run"]["threads"] = 1
     assert "validation pass\n(1 threads)" in reproduce.render_speed(metrics) and "(2 threads)." in reproduce.render_speed(metrics)
+    del metrics["student_kd"]["run"]["threads"]
+    assert "(threads not recorded)" in reproduce.render_speed(metrics)
 
 
 def test_a_sweep_run_with_another_teacher_says_so():
