@@ -565,11 +565,32 @@ def render_html(markdown: str, report_dir: Path = ROOT / "report") -> str:
 README_START, README_END = "<!-- results: written by reproduce.py from report/metrics -->", "<!-- end of results -->"
 
 
+TIMES_START = "<!-- times: written by reproduce.py -->"
+# `time bash .ci/run` in a fresh clone (set-up and the whole suite), measured by hand: update it with the suite
+FRESH_CLONE_TEST = {"minutes": 7.5, "tests": 159, "commit": "09c4194"}
+
+
+def render_times(m: dict) -> str:
+    """The README's table of how long the two commands take: `make test` as last measured on a fresh clone,
+    `make reproduce` as the sum of the headline notebooks' times in their last runs."""
+    seconds = m.get("runtimes", {}).get("seconds", {})
+    done = [r for r in MAIN if r in seconds]
+    t = FRESH_CLONE_TEST
+    return f"""| command | time | measured with |
+|---|---:|---|
+| `make test` on a fresh clone (venv, pinned wheels, kernel, {t['tests']} tests) | {t['minutes']:.1f} min | `time bash .ci/run` in a new clone of commit `{t['commit']}`, nothing else running |
+| `make reproduce` ({len(done)} of its {len(MAIN)} notebooks timed) | {sum(seconds[r] for r in done) / 60:.0f} min | the sum of those notebooks' times in their last runs (the report's Reproduction section); not yet timed as one command on a fresh clone |
+"""
+
+
 def readme_with_results(readme: str, m: dict) -> str:
-    """The README with its results block replaced by the current summary table."""
-    head, rest = readme.split(README_START)
-    _, tail = rest.split(README_END, 1)
-    return f"{head}{README_START}\n{render_summary(m)}{README_END}{tail}"
+    """The README with its results block replaced by the current summary table, and its headline-time row
+    by the sum of the last runs' notebook times."""
+    for start, text in ((README_START, render_summary(m)), (TIMES_START, render_times(m))):
+        head, rest = readme.split(start)
+        _, tail = rest.split(README_END, 1)
+        readme = f"{head}{start}\n{text}{README_END}{tail}"
+    return readme
 
 
 def write_report() -> None:

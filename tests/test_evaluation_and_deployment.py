@@ -1,4 +1,5 @@
 """Evaluation helpers on hand-made cases, and the ONNX / int8 deployment path on a small student."""
+import json
 import math
 
 import pytest
@@ -78,3 +79,24 @@ def test_compression_table_keeps_the_order_given():
 def test_calibration_images_refuse_an_impossible_count(small_data):
     with pytest.raises(ValueError, match="training split has"):
         kd.calibration_images(small_data, len(small_data["train_labels"]) + 1)
+
+
+def test_deploy_student_ships_int8_with_its_contract_and_format_rows_measure_all_three(trained_student, small_data,
+                                                                                      tmp_path):
+    checkpoint = tmp_path / "student_kd.pt"
+    meta = {"arch": "student_net", "normalize": small_data["normalize"]}
+    kd.save_checkpoint(trained_student, meta, checkpoint)
+    deployed = kd.deploy_student(trained_student, meta, "kd", onnx_dir=tmp_path / "onnx", int8_dir=tmp_path / "int8",
+                                 calibration=kd.calibration_images(small_data, 64))
+    assert deployed["onnx_int8"] == tmp_path / "int8" / "student_kd_int8.onnx"
+    assert (tmp_path / "int8" / "student_kd_int8.onnx.sha256").read_text().split()[0] == deployed["int8_sha256"]
+    for path in (deployed["onnx_float32"], deployed["onnx_int8"]):
+        assert json.loads(kd.read_onnx_metadata(path)["normalize_std"]) == small_data["normalize"]["std"]
+    rows = kd.format_rows("kd", trained_student, checkpoint, deployed, small_data["test_images"],
+                          small_data["test_labels"], small_data["normalize"])
+    assert list(rows) == ["student kd, PyTorch float32", "student kd, ONNX float32", "student kd, ONNX int8"]
+    pytorch, onnx32, int8 = rows.values()
+    assert onnx32["test_accuracy"] == pytest.approx(pytorch["test_accuracy"], abs=0.005)
+    assert int8["drop_points"] == pytest.approx(100 * (pytorch["test_accuracy"] - int8["test_accuracy"]))
+    assert int8["bytes"] < onnx32["bytes"] and int8["parameters"] == 95_386
+
