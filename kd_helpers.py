@@ -649,6 +649,10 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
         for h in state["history"]:
             print(_epoch_line(h, c.epochs, eta=None))
         _log(f"resumed from {checkpoint} after epoch {state['epoch']}", log_file)
+    if checkpoint is not None and state["epoch"] < c.epochs:  # `run_status` sees the run before its first epoch ends
+        write_json({"epoch": state["epoch"], "epochs": c.epochs, "best_epoch": state.get("best_epoch"),
+                    "best_val_accuracy": state["best_val_accuracy"], "eta_seconds": None,
+                    "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, status_path(checkpoint))
     forward = compiled(model) if compile and state["epoch"] < c.epochs else model
     for epoch in range(state["epoch"], c.epochs):
         start = time.time()
@@ -743,9 +747,11 @@ def run_status(run_dir) -> list[str]:
     lines = []
     for path in sorted(Path(run_dir).glob("*.status.json"), key=lambda p: p.stat().st_mtime, reverse=True):
         s = json.loads(path.read_text())
-        left = "finished" if s["epoch"] >= s["epochs"] else f"about {s['eta_seconds'] / 3600:.1f} h left"
-        lines.append(f"{path.name.removesuffix('.status.json')}: epoch {s['epoch']} of {s['epochs']}, best validation "
-                     f"accuracy {100 * s['best_val_accuracy']:.2f} % (epoch {s['best_epoch']}), {left} "
+        left = ("finished" if s["epoch"] >= s["epochs"] else "the time left is known after an epoch"
+                if s["eta_seconds"] is None else f"about {s['eta_seconds'] / 3600:.1f} h left")
+        best = (f"best validation accuracy {100 * s['best_val_accuracy']:.2f} % (epoch {s['best_epoch']})"
+                if s["best_epoch"] else "no epoch finished yet")
+        lines.append(f"{path.name.removesuffix('.status.json')}: epoch {s['epoch']} of {s['epochs']}, {best}, {left} "
                      f"(updated {s['updated']})")
     return lines
 

@@ -89,6 +89,9 @@ def test_status_says_epoch_best_accuracy_and_time_left(small_data, tmp_path):
     status.update(epoch=1, eta_seconds=7200)
     (tmp_path / "teacher_x.status.json").write_text(json.dumps(status))
     assert "epoch 1 of 2" in kd.run_status(tmp_path)[0] and "about 2.0 h left" in kd.run_status(tmp_path)[0]
+    status.update(epoch=0, best_epoch=None, eta_seconds=None)  # as fit writes it when a run starts
+    (tmp_path / "teacher_x.status.json").write_text(json.dumps(status))
+    assert "epoch 0 of 2, no epoch finished yet, the time left is known after an epoch" in kd.run_status(tmp_path)[0]
 
 
 def test_a_truncated_resumable_checkpoint_names_the_file_and_the_remedy(small_data, tmp_path):
