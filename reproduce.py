@@ -62,9 +62,9 @@ MAIN = {  # record name -> (notebook, parameters): the headline, in order
 }
 SEEDS = (1, 2, 3, 4)   # 04 again with these seeds: initial weights, shuffling, augmentation, dropout (same split, teacher)
 EXTRA = {  # the full profile adds these
-    **{f"04_distillation_seed{s}": ("04_distillation", {
-        "seed": s, "progress": False, "checkpoint_dir": f"runs/seeds/seed{s}", "figures_dir": f"runs/seeds/seed{s}",
-        "metrics_dir": f"report/metrics/seeds/seed{s}"}) for s in SEEDS},
+    **{f"04_distillation_seed{s}": ("04_distillation", {  # each seed's students ship as checkpoints/seeds/<name>_seed<N>.pt
+        "seed": s, "progress": False, "checkpoint_dir": "checkpoints/seeds", "checkpoint_name": "{name}_seed{seed}.pt",
+        "figures_dir": f"runs/seeds/seed{s}", "metrics_dir": f"report/metrics/seeds/seed{s}"}) for s in SEEDS},
     "04b_improved_student_scratch": ("04b_improved_student", {
         "students": ["scratch"], "progress": False, "checkpoint_dir": "runs/checkpoints", "figures_dir": "runs/figures",
         "metrics_dir": "report/metrics"}),

@@ -49,8 +49,9 @@ def test_full_profile_adds_seeds_the_scratch_gap_student_and_the_grid(monkeypatc
     records = [r for _, r, _ in reproduce.full_steps([*reproduce.MAIN, *reproduce.EXTRA], train_teacher=False)]
     assert records[:6] == list(reproduce.MAIN)
     assert [f"04_distillation_seed{s}" for s in (1, 2, 3, 4)] == [r for r in records if "seed" in r]
-    for s in (1, 2, 3, 4):  # seed runs' students stay out of checkpoints/, their metrics go to the report
+    for s in (1, 2, 3, 4):  # each seed's students ship under checkpoints/seeds/, their metrics go to the report
         params = reproduce.EXTRA[f"04_distillation_seed{s}"][1]
-        assert params["seed"] == s and params["checkpoint_dir"].startswith("runs/")
+        assert params["seed"] == s and params["checkpoint_dir"] == "checkpoints/seeds"
+        assert params["checkpoint_name"].format(name="kd", seed=s) == f"kd_seed{s}.pt"
         assert params["metrics_dir"] == f"report/metrics/seeds/seed{s}"
     assert reproduce.EXTRA["04b_improved_student_scratch"][1]["students"] == ["scratch"]
