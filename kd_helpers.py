@@ -179,13 +179,6 @@ def first_images(data: dict, n_train: int | None = None, n_test: int | None = No
     return data
 
 
-def smoke_test_data(data: dict, n_train: int = 512, n_val: int = 256) -> dict:
-    """A benchmark's `--tiny` data: the first n_train training and n_val validation images, no test
-    images. Only for checking that a script runs; a real run keeps the whole validation split."""
-    return {**first_images(data, n_train, 0), "val_images": data["val_images"][:n_val],
-            "val_labels": data["val_labels"][:n_val]}
-
-
 def normalization_constants(images: torch.Tensor, channels: int = 3) -> dict:
     """Per-channel mean and std of uint8 images scaled to [0, 1]; grey is replicated to `channels`."""
     pixels = images.double() / 255
@@ -259,15 +252,11 @@ def _uniform_hash(seed: int, image, view, stream: int) -> torch.Tensor:
     """Uniform numbers in [0, 1) that depend on (seed, image index, view index, stream) alone: a SplitMix64
     hash of the four integers, so any view can be regenerated without replaying a random generator."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps modulo 2^64, as the hash intends
-        return _splitmix64(seed, image, view, stream)
-
-
-def _splitmix64(seed, image, view, stream):
-    x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.asarray(image, np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
-         + np.asarray(view, np.uint64) * np.uint64(0x94D049BB133111EB) + np.uint64(stream) * np.uint64(0xD6E8FEB86659FD93))
-    for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        x = (x ^ (x >> np.uint64(shift))) * np.uint64(multiplier)
-    x = x ^ (x >> np.uint64(31))
+        x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.asarray(image, np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+             + np.asarray(view, np.uint64) * np.uint64(0x94D049BB133111EB) + np.uint64(stream) * np.uint64(0xD6E8FEB86659FD93))
+        for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x = (x ^ (x >> np.uint64(shift))) * np.uint64(multiplier)
+        x = x ^ (x >> np.uint64(31))
     return torch.from_numpy((x >> np.uint64(40)).astype(np.float32) / np.float32(2 ** 24))
 
 
