@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -84,12 +85,16 @@ def full_steps(names: list[str], train_teacher: bool) -> list[tuple[str, str, di
 
 
 def run_notebook(name: str, output: Path, parameters: dict, cwd: Path | None = None) -> float:
-    """Execute notebooks/<name>.ipynb into `output` with papermill; returns the seconds it took."""
+    """Execute notebooks/<name>.ipynb with papermill into runs/executing/ (ignored by git), and move the record to
+    `output` once it has finished: a run in progress or a failed one never replaces a record. Returns the seconds."""
     import papermill
-    output.parent.mkdir(parents=True, exist_ok=True)
+    running = ROOT / "runs" / "executing" / output.name
+    running.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(output), parameters=parameters,
+    papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(running), parameters=parameters,
                                kernel_name=KERNEL, cwd=str(cwd or ROOT), progress_bar=False)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(running, output)  # a rename where both are on one file system
     return time.time() - start
 
 
