@@ -405,7 +405,8 @@ def render_reproduction(m: dict) -> str:
     training time of each shipped model."""
     runtimes = m.get("runtimes", {}).get("seconds", {})
     rows = "\n".join(f"| `{record}` | {seconds / 60:.1f} min |" for record, seconds in runtimes.items())
-    trained = [("teacher (`00`)", m["teacher_evaluation"]["teacher_meta"]), ("KD student (`04`)", m["student_kd"]["run"]),
+    tmeta = m["teacher_evaluation"]["teacher_meta"]
+    trained = [("teacher (`00`, its last fine-tuning stage)" if tmeta.get("init_from") else "teacher (`00`)", tmeta), ("KD student (`04`)", m["student_kd"]["run"]),
                ("scratch student (`04`)", m["student_scratch"]["run"])]
     if "student_improved" in m:
         trained.append(("improved student (`04b`)", m["student_improved"]["run"]))
@@ -418,10 +419,10 @@ def render_reproduction(m: dict) -> str:
 make reproduce   # the headline: 01-05 and 04b, seed 0, with the shipped teacher
 make test        # unit tests and a quick papermill run of every notebook
 python reproduce.py --profile full   # adds 04 with seeds 1-4, 04b from scratch and 06's grid
-python reproduce.py --profile full --only 00_train_teacher --train-teacher   # the teacher, hours, resumable
+make teacher     # the teacher (00): hours on a CPU, resumable; make status says where it stands
 ```
 
-Each notebook run of the last runs, on this project's 2-core CPU machine (a run that resumed finished
+The time of each record's last run, on this project's 2-core CPU machine (a run that resumed finished
 training checkpoints takes minutes):
 
 | record in `report/executed/` | time |
