@@ -666,7 +666,8 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
             state["best"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             state["best_epoch"] = epoch + 1
         state["epoch"] = epoch + 1
-        eta = state["train_seconds"] / state["epoch"] * (c.epochs - state["epoch"])
+        recent = [h["seconds"] for h in state["history"][-3:]]  # the last epochs: a pause or a busy spell fades out
+        eta = sum(recent) / len(recent) * (c.epochs - state["epoch"])
         _log(_epoch_line(state["history"][-1], c.epochs, eta), log_file)
         if checkpoint is not None:
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
