@@ -470,6 +470,30 @@ def test_a_view_cache_of_another_teacher_is_refused_and_a_truncated_one_named(sm
         kd.view_cache(teacher, data, "sha-a", views=2, cache_dir=tmp_path, batch_size=16, progress=False)
 
 
+def test_an_interrupted_view_cache_resumes_from_its_last_finished_view(small_data, tmp_path):
+    data = tiny_view_data(small_data)
+    torch.manual_seed(0)
+    teacher = kd.StudentNet().eval()
+    straight = kd.view_cache(teacher, data, "sha-a", views=3, cache_dir=tmp_path / "a", batch_size=16, progress=False)
+
+    class Interrupted(torch.nn.Module):  # the teacher, stopped in the middle of the second view
+        def __init__(self):
+            super().__init__()
+            self.net, self.calls = teacher, 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 5:  # 3 batches a view
+                raise KeyboardInterrupt
+            return self.net(x)
+    with pytest.raises(KeyboardInterrupt):
+        kd.view_cache(Interrupted(), data, "sha-a", views=3, cache_dir=tmp_path / "b", batch_size=16, progress=False)
+    (partial,) = (tmp_path / "b").glob("*.partial")
+    assert torch.load(partial, weights_only=True)["meta"]["done"] == 1
+    resumed = kd.view_cache(teacher, data, "sha-a", views=3, cache_dir=tmp_path / "b", batch_size=16, progress=False)
+    assert torch.equal(resumed.logits, straight.logits) and not partial.exists()
+
+
 def test_distillation_from_views_trains_on_cached_views(small_data):
     data = tiny_view_data(small_data, 128)
     cache = kd.ViewCache(kd.view_parameters(0, data["train_index"].numpy()[None], [[0], [1]]),
