@@ -206,6 +206,13 @@ def to_model_input(images: torch.Tensor, normalize: dict) -> torch.Tensor:
     return (images - mean) / std  # broadcasting replicates grey to C channels
 
 
+AUGMENTATIONS = {  # the students' augmentations by name: augment()'s keywords
+    "none": {"flip": False, "degrees": 0.0, "translate": 0.0, "scale": (1.0, 1.0)},
+    "flip": {"flip": True, "degrees": 0.0, "translate": 0.0, "scale": (1.0, 1.0)},
+    "homework": {"flip": True, "degrees": 10.0, "translate": 0.1, "scale": (0.9, 1.1)},  # flip, ±10°, ±10 %, ×0.9-1.1
+}
+
+
 def augment(images: torch.Tensor, generator: torch.Generator | None = None, flip: bool = True,
             degrees: float = 10.0, translate: float = 0.1, scale=(0.9, 1.1), erase: float = 0.0):
     """The homework's augmentation on a whole batch, random parameters per image, then random erasing.
@@ -713,13 +720,14 @@ def train_student(data, config: dict, *, prefix: str, run_dir, arch: str = "stud
 
 def grid_search(data, base: dict, settings: dict, *, prefix: str, run_dir, teacher_sha256: str | None = None,
                 device="cpu", max_batches=None, **soft) -> dict:
-    """Train the homework's student once per named setting (keywords added to the `base` config; an empty
-    setting trains from scratch, any other distils from the soft targets `soft`, as `soft_targets` gives
-    them), each run resumable, one line printed per run. Returns {name: best validation accuracy}."""
+    """Train the homework's student once per named setting (keywords added to the `base` config; a setting
+    with a temperature distils from the soft targets `soft`, as `soft_targets` gives them, one without trains
+    from scratch), each run resumable, one line printed per run. Returns {name: best validation accuracy}."""
     accuracy = {}
     for name, extra in settings.items():
+        distil = "temperature" in extra
         _, result = train_student(data, {**base, **extra}, prefix=f"{prefix}_{name}", run_dir=run_dir, device=device,
-                                  max_batches=max_batches, teacher_sha256=teacher_sha256, **(soft if extra else {}))
+                                  max_batches=max_batches, teacher_sha256=teacher_sha256, **(soft if distil else {}))
         accuracy[name] = result["best_val_accuracy"]
         print(f"{name:<24} best validation accuracy {100 * accuracy[name]:.2f}% (epoch {result['best_epoch']})")
     return accuracy
@@ -1206,6 +1214,10 @@ def check_parameters(**params) -> None:
             fail(name, value, "a fraction of the image size in [0, 0.5)")
         if name == "erase" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             fail(name, value, "a probability in [0, 1]")
+        if name in ("augmentation", "scratch_augmentation") and value not in AUGMENTATIONS:
+            fail(name, value, f"the name of an augmentation: {', '.join(map(repr, AUGMENTATIONS))}")
+        if name == "scratch_augmentations" and not (isinstance(value, list) and value and set(value) <= set(AUGMENTATIONS)):
+            fail(name, value, f"a list of augmentation names from {', '.join(map(repr, AUGMENTATIONS))}")
         if name == "teacher_mode" and value not in ("cached", "views", "online"):
             fail(name, value, "'cached', 'views' or 'online'")
         if name == "views" and not (isinstance(value, int) and value > 0):

@@ -270,16 +270,19 @@ def render_sweep(m: dict) -> str:
     if "kd_sweep" not in m:
         return ""
     w = m["kd_sweep"]
+    scratch = w["scratch_val_accuracy"]   # by augmentation name; one number in records written before that
+    scratch = scratch if isinstance(scratch, dict) else {augmentation_words(w["augmentation"]): scratch}
+    scratch_rows = "\n".join(f"| from scratch, augmentation: {name} | {pct(v)} |" for name, v in scratch.items())
     return f"""
 ### Temperature × alpha, and decoupled KD (validation only)
 
 `06_kd_variants` trains the homework's student for {w['epochs']} epochs per setting (same seed, {w.get('teacher_mode', 'cached')}
-soft targets of {which_teacher(w['teacher_sha256'], m)}, {w['n_train']:,} training images, augmentation:
-{augmentation_words(w['augmentation'])}) and reports the best validation accuracy; the test set is not used.
+soft targets of {which_teacher(w['teacher_sha256'], m)}, {w['n_train']:,} training images, augmentation of the
+distilled runs: {augmentation_words(w['augmentation'])}) and reports the best validation accuracy; the test set is not used.
 
 | run | validation accuracy |
 |---|---:|
-| from scratch | {pct(w['scratch_val_accuracy'])} |
+{scratch_rows}
 | best classic KD: T = {w['best']['temperature']:g}, alpha = {w['best']['alpha']:g} | {pct(w['best']['val_accuracy'])} |
 | DKD (Zhao et al., 2022): T = {w['dkd']['temperature']:g}, alpha = {w['dkd']['alpha']:g}, beta = {w['dkd']['beta']:g} | {pct(w['dkd']['val_accuracy'])} |
 

@@ -48,7 +48,7 @@ def test_notebook_runs_quick(name, tmp_path):
 def test_distillation_from_cached_views(tmp_path):
     params = {**reproduce.quick_parameters(tmp_path)["04_distillation"], "epochs": 1, "max_batches": 2,
               "students": ["kd"], "compile": False, "teacher_mode": "views", "views": 2, "n_train": 256,
-              "degrees": 10.0, "translate": 0.1, "scale": [0.9, 1.1]}
+              "augmentation": "homework"}
     reproduce.run_notebook("04_distillation", tmp_path / "out.ipynb", params)
     metrics = json.loads((tmp_path / "metrics" / "student_kd.json").read_text())
     assert metrics["run"]["teacher_mode"] == "views" and metrics["run"]["method"] == "kd, views soft targets"

@@ -79,7 +79,9 @@ def test_a_sweep_run_with_another_teacher_says_so():
         pytest.skip("06_kd_variants has not run")
     shipped = metrics["teacher_evaluation"]["checkpoint_sha256"]
     metrics["kd_sweep"] = {**metrics["kd_sweep"], "teacher_sha256": shipped, "augmentation": {"flip": True}}
-    assert "earlier teacher" not in reproduce.render_sweep(metrics) and "augmentation:\nflip)" in reproduce.render_sweep(metrics)
+    assert "earlier teacher" not in reproduce.render_sweep(metrics) and "distilled runs: flip)" in reproduce.render_sweep(metrics)
+    metrics["kd_sweep"]["scratch_val_accuracy"] = {"flip": 0.9412, "homework": 0.9388}
+    assert "| from scratch, augmentation: homework | 93.88 % |" in reproduce.render_sweep(metrics)
     metrics["kd_sweep"]["augmentation"] = {"flip": True, "degrees": 10.0, "translate": 0.1, "scale": [0.9, 1.1]}
     assert "flip, ±10° rotation, ±10 % shift, ×0.9-1.1 scale)" in reproduce.render_sweep(metrics)
     metrics["kd_sweep"]["teacher_sha256"] = "0" * 64
