@@ -62,10 +62,17 @@ MAIN = {  # record name -> (notebook, parameters): the headline, in order
     "05_beyond_the_baseline": ("05_beyond_the_baseline", {**REPORT, "int8_dir": "checkpoints"}),
 }
 SEEDS = (1, 2, 3, 4)   # 04 again with these seeds: initial weights, shuffling, augmentation, dropout (same split, teacher)
+CACHED = {  # the reference distillation: the teacher's logits of each clean image and its mirror, flip only
+    "teacher_mode": "cached", "augmentation": "flip", "students": ["kd"], "progress": False,
+    "checkpoint_dir": "runs/checkpoints", "checkpoint_name": "kd_cached_seed{seed}.pt", "metrics_name": "student_kd_cached.json"}
 EXTRA = {  # the full profile adds these
     **{f"04_distillation_seed{s}": ("04_distillation", {  # each seed's students ship as checkpoints/seeds/<name>_seed<N>.pt
         "seed": s, "progress": False, "checkpoint_dir": "checkpoints/seeds", "checkpoint_name": "{name}_seed{seed}.pt",
         "figures_dir": f"runs/seeds/seed{s}", "metrics_dir": f"report/metrics/seeds/seed{s}"}) for s in SEEDS},
+    "04_distillation_cached": ("04_distillation", {**CACHED, "figures_dir": "runs/figures", "metrics_dir": "report/metrics"}),
+    **{f"04_distillation_cached_seed{s}": ("04_distillation", {
+        **CACHED, "seed": s, "figures_dir": f"runs/seeds/seed{s}", "metrics_dir": f"report/metrics/seeds/seed{s}"})
+       for s in SEEDS},
     "04b_improved_student_scratch": ("04b_improved_student", {
         "students": ["scratch"], "progress": False, "checkpoint_dir": "runs/checkpoints", "figures_dir": "runs/figures",
         "metrics_dir": "report/metrics"}),
@@ -138,20 +145,28 @@ def which_teacher(sha256: str, m: dict) -> str:
 
 
 def seed_table(m: dict) -> dict:
-    """04's KD and scratch students by seed (seed 0: the shipped ones), only for seeds whose KD student learnt
-    from the shipped teacher with the shipped students' settings apart from the seed; with the mean, std and
-    95 % interval of each column, and of KD minus scratch paired by seed."""
+    """04's students by seed (seed 0: the shipped ones): KD, scratch and, where every seed has it, KD from cached
+    clean logits; only seeds whose KD student learnt from the shipped teacher, each student with the settings of
+    seed 0's apart from the seed. With the mean, std and 95 % interval of each column, and of each distilled
+    student minus scratch, paired by seed."""
     shipped = m["teacher_evaluation"]["checkpoint_sha256"]
     settings = lambda r: {k: v for k, v in r["run"].get("config", {}).items() if k != "seed"}  # noqa: E731
-    by_seed = {m["student_kd"]["run"]["seed"]: {"student_kd": m["student_kd"], "student_scratch": m["student_scratch"]},
-               **m.get("seeds", {})}
+    seed0 = {n: m[n] for n in ("student_kd", "student_scratch", "student_kd_cached") if n in m}
+    by_seed = {m["student_kd"]["run"]["seed"]: seed0, **m.get("seeds", {})}
+    valid = {seed: r for seed, r in sorted(by_seed.items()) if {"student_kd", "student_scratch"} <= set(r)
+             and r["student_kd"]["run"]["teacher_sha256"] == shipped
+             and all(settings(r[n]) == settings(m[n]) for n in ("student_kd", "student_scratch"))}
+    names = ["student_kd", "student_scratch"]
+    if valid and all("student_kd_cached" in r and "student_kd_cached" in m
+                     and r["student_kd_cached"]["run"]["teacher_sha256"] == shipped
+                     and settings(r["student_kd_cached"]) == settings(m["student_kd_cached"]) for r in valid.values()):
+        names.append("student_kd_cached")
     rows = {seed: {f"{name.removeprefix('student_')}_{split}": r[name][f"{split}_accuracy"]
-                   for name in ("student_kd", "student_scratch") for split in ("val", "test")}
-            for seed, r in sorted(by_seed.items()) if {"student_kd", "student_scratch"} <= set(r)
-            and r["student_kd"]["run"]["teacher_sha256"] == shipped
-            and all(settings(r[n]) == settings(m[n]) for n in ("student_kd", "student_scratch"))}
+                   for name in names for split in ("val", "test")} for seed, r in valid.items()}
     for row in rows.values():
         row["kd_minus_scratch_test"] = row["kd_test"] - row["scratch_test"]
+        if "kd_cached_test" in row:
+            row["kd_cached_minus_scratch_test"] = row["kd_cached_test"] - row["scratch_test"]
     columns = list(next(iter(rows.values()))) if rows else []
     return {"rows": rows, "summary": {c: mean_interval([r[c] for r in rows.values()]) for c in columns}}
 
@@ -168,6 +183,10 @@ def render_summary(m: dict) -> str:
     int8 = m.get("deployment", {}).get("models", {}).get("student kd, ONNX int8")
     int8_row = (f"| StudentNet, distilled, int8 ONNX ({int8['bytes'] / 1024:.0f} KB) | {int8['parameters']:,} | "
                 f"{pct(int8['test_accuracy'])} | — |\n") if int8 else ""
+    cached = m.get("student_kd_cached")
+    cached_row = (f"| StudentNet, distilled from cached clean logits | {cached['run']['parameters']:,} | "
+                  f"{pct(cached['test_accuracy'])} | {over('kd_cached_test') if 'kd_cached_test' in t['summary'] else '—'} |\n"
+                  if cached else "")
     better = m.get("student_improved")
     better_row = (f"| GapStudentNet, distilled (`04b`) | {better['run']['parameters']:,} | "
                   f"{pct(better['test_accuracy'])} | — |\n") if better else ""
@@ -176,7 +195,7 @@ def render_summary(m: dict) -> str:
 | ResNet50 teacher | {teacher['parameters']:,} | {pct(teacher['test_accuracy'])} | — |
 | StudentNet, distilled (KD) | {kd_['run']['parameters']:,} | {pct(kd_['test_accuracy'])} | {over('kd_test')} |
 | StudentNet, from scratch | {scratch['run']['parameters']:,} | {pct(scratch['test_accuracy'])} | {over('scratch_test')} |
-{int8_row}{better_row}| homework report: its best KD run, with the course's teacher | 95,386 | {pct(HOMEWORK_TEST_ACCURACY)} | — |
+{cached_row}{int8_row}{better_row}| homework report: its best KD run, with the course's teacher | 95,386 | {pct(HOMEWORK_TEST_ACCURACY)} | — |
 
 One accuracy on {teacher['n_test']:,} test images has a standard error of about
 {100 * binomial_se(kd_['test_accuracy'], teacher['n_test']):.2f} points; differences of a few tenths are noise.
@@ -186,27 +205,36 @@ One accuracy on {teacher['n_test']:,} test images has a standard error of about
 
 
 def render_seeds(m: dict) -> str:
-    """KD against scratch over several seeds, paired by seed, when 04's seed runs have run."""
+    """The distilled students against scratch over several seeds, paired by seed, when 04's seed runs have run."""
     t = seed_table(m)
     if len(t["rows"]) < 2:
         return ""
-    cols = ("kd_val", "kd_test", "scratch_val", "scratch_test")
-    rows = "\n".join(f"| {seed}{' (shipped)' if seed == m['student_kd']['run']['seed'] else ''} | "
-                     + " | ".join(pct(r[c]) for c in cols) + f" | {100 * r['kd_minus_scratch_test']:+.2f} |"
-                     for seed, r in t["rows"].items())
     s = t["summary"]
-    d = s["kd_minus_scratch_test"]
+    cached = "kd_cached_test" in s
+    cols = ("kd_val", "kd_test", "scratch_val", "scratch_test") + (("kd_cached_val", "kd_cached_test") if cached else ())
+    diffs = ("kd_minus_scratch_test",) + (("kd_cached_minus_scratch_test",) if cached else ())
+    heads = ["KD validation", "KD test", "scratch validation", "scratch test"] + (
+        ["cached KD validation", "cached KD test"] if cached else []) + ["KD − scratch (test, points)"] + (
+        ["cached KD − scratch"] if cached else [])
+    rows = "\n".join(f"| {seed}{' (shipped)' if seed == m['student_kd']['run']['seed'] else ''} | "
+                     + " | ".join(pct(r[c]) for c in cols) + " | " + " | ".join(f"{100 * r[d]:+.2f}" for d in diffs) + " |"
+                     for seed, r in t["rows"].items())
+    means = " | ".join(f"{pct(s[c]['mean'])} ± {100 * s[c]['std']:.2f}" for c in cols)
+    means += " | " + " | ".join(f"{100 * s[d]['mean']:+.2f} ± {100 * s[d]['std']:.2f}" for d in diffs)
+    interval = lambda d, what: (f"{what}, paired by seed: {100 * s[d]['mean']:+.2f} points, 95 % confidence "  # noqa: E731
+                                f"interval [{100 * s[d]['low']:+.2f}, {100 * s[d]['high']:+.2f}] ({s[d]['n']} seeds, Student's t).")
+    cached_words = (" Cached KD is the reference distillation: the teacher's logits of each clean training image and its "
+                    "mirror image, flip only." if cached else "")
     return f"""
 **Seeds.** `04` with {len(t['rows'])} seeds (initial weights, shuffling, augmentation and dropout; the same split and
-teacher), each student kept on validation; the shipped students are seed 0's:
+teacher), each student kept on validation; the shipped students are seed 0's.{cached_words}
 
-| seed | KD validation | KD test | scratch validation | scratch test | KD − scratch (test, points) |
-|---|---:|---:|---:|---:|---:|
+| seed | {" | ".join(heads)} |
+|---|{"---:|" * len(heads)}
 {rows}
-| mean ± std | {" | ".join(f"{pct(s[c]['mean'])} ± {100 * s[c]['std']:.2f}" for c in cols)} | {100 * d['mean']:+.2f} ± {100 * d['std']:.2f} |
+| mean ± std | {means} |
 
-KD minus scratch, paired by seed: {100 * d['mean']:+.2f} points, 95 % confidence interval
-[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] ({d['n']} seeds, Student's t).
+{interval("kd_minus_scratch_test", "KD minus scratch")}{" " + interval("kd_cached_minus_scratch_test", "Cached KD minus scratch") if cached else ""}
 """
 
 

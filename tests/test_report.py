@@ -150,6 +150,18 @@ def test_seed_table_gives_mean_and_std_of_runs_with_the_shipped_teacher_and_sett
     text = reproduce.render_seeds(metrics)
     assert "| 1 | 93.00 % | 92.00 % | 93.00 % | 92.50 % | -0.50 |" in text and "| 0 (shipped) |" in text
     assert "95 % confidence interval" in text
+    assert "cached KD" not in text   # no seed has a cached-logit student: no such column
+    metrics["student_kd_cached"] = run(shipped, 0.94, 0.93, "student_kd", teacher_mode="cached")
+    metrics["student_kd_cached"]["run"]["parameters"] = 95_386
+    metrics["seeds"][1]["student_kd_cached"] = run(shipped, 0.935, 0.928, "student_kd", teacher_mode="cached")
+    table = reproduce.seed_table(metrics)
+    assert table["rows"][1]["kd_cached_minus_scratch_test"] == pytest.approx(0.928 - 0.925)
+    text = reproduce.render_seeds(metrics)
+    assert "| 1 | 93.00 % | 92.00 % | 93.00 % | 92.50 % | 93.50 % | 92.80 % | -0.50 | +0.30 |" in text
+    assert "Cached KD minus scratch, paired by seed" in text
+    assert "| StudentNet, distilled from cached clean logits | 95,386 | 93.00 % |" in reproduce.render_summary(metrics)
+    metrics["seeds"][1]["student_kd_cached"]["run"]["teacher_sha256"] = "e" * 64   # one seed lacks it: no column
+    assert "cached KD" not in reproduce.render_seeds(metrics)
     metrics["seeds"] = {}
     assert reproduce.render_seeds(metrics) == ""
 

@@ -33,7 +33,7 @@ def notebook_defaults(name: str) -> dict:
 
 def test_the_teacher_recipe_is_one_run_from_random_weights():
     defaults = notebook_defaults("00_train_teacher")
-    assert "init_from" not in defaults and defaults["arch"] == "resnet50_stride1" and defaults["epochs"] >= 50
+    assert "init_from" not in defaults and defaults["arch"] == "resnet50_stride1" and defaults["epochs"] >= 15
     assert defaults["run_dir"] is None  # resumable state outside the repository
 
 
@@ -48,7 +48,12 @@ def test_full_profile_adds_seeds_the_scratch_gap_student_and_the_grid(monkeypatc
     monkeypatch.setattr(reproduce, "ROOT", tmp_path)
     records = [r for _, r, _ in reproduce.full_steps([*reproduce.MAIN, *reproduce.EXTRA], train_teacher=False)]
     assert records[:6] == list(reproduce.MAIN)
-    assert [f"04_distillation_seed{s}" for s in (1, 2, 3, 4)] == [r for r in records if "seed" in r]
+    assert [f"04_distillation_seed{s}" for s in (1, 2, 3, 4)] == [r for r in records if "seed" in r and "cached" not in r]
+    assert [f"04_distillation_cached_seed{s}" for s in (1, 2, 3, 4)] == [r for r in records if "cached_seed" in r]
+    for name in ("04_distillation_cached", *(f"04_distillation_cached_seed{s}" for s in (1, 2, 3, 4))):
+        params = reproduce.EXTRA[name][1]   # the reference: cached clean logits, flip only; nothing shipped
+        assert params["teacher_mode"] == "cached" and params["augmentation"] == "flip" and params["students"] == ["kd"]
+        assert params["metrics_name"] == "student_kd_cached.json" and params["checkpoint_dir"].startswith("runs/")
     for s in (1, 2, 3, 4):  # each seed's students ship under checkpoints/seeds/, their metrics go to the report
         params = reproduce.EXTRA[f"04_distillation_seed{s}"][1]
         assert params["seed"] == s and params["checkpoint_dir"] == "checkpoints/seeds"
