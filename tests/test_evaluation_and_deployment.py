@@ -100,3 +100,34 @@ def test_deploy_student_ships_int8_with_its_contract_and_format_rows_measure_all
     assert int8["drop_points"] == pytest.approx(100 * (pytorch["test_accuracy"] - int8["test_accuracy"]))
     assert int8["bytes"] < onnx32["bytes"] and int8["parameters"] == 95_386
 
+
+
+def _independent_evaluator():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("evaluate_independently", kd.ROOT / "tools" / "evaluate_independently.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_independent_evaluator_reads_the_test_set_and_a_teacher_as_kd_helpers_do(data, tmp_path):
+    tool = _independent_evaluator()
+    images, labels = tool.read_idx("t10k-images-idx3-ubyte"), tool.read_idx("t10k-labels-idx1-ubyte")
+    assert torch.equal(torch.from_numpy(images.copy()), data["test_images"])
+    assert torch.equal(torch.from_numpy(labels.copy()).long(), data["test_labels"].long())
+    torch.manual_seed(0)
+    teacher = kd.build_model("resnet50_stride1").eval()
+    expected = kd.evaluate(teacher.half().float(), data["test_images"][:40], data["test_labels"][:40], data["normalize"])["accuracy"]
+    meta = {"arch": "resnet50_stride1", "stem": kd.STEMS["resnet50_stride1"], "num_classes": 10,
+            "normalize": data["normalize"], "test_accuracy": expected}
+    kd.save_checkpoint(teacher, meta, tmp_path / "teacher.pt", half=True)
+    measured, recorded = tool.teacher_accuracy(tmp_path / "teacher.pt", images[:40], labels[:40])
+    assert recorded == expected and abs(measured - expected) <= 1 / 40
+
+
+def test_the_independent_evaluator_agrees_with_the_shipped_int8_student_and_flags_a_mismatch(capsys):
+    tool = _independent_evaluator()
+    path = kd.ROOT / "checkpoints" / "student_kd_int8.onnx"
+    assert tool.main([str(path)]) == 0
+    assert "DIFFERS" not in capsys.readouterr().out
+    assert tool.main([str(path), "--tolerance", "-1"]) == 1
