@@ -238,19 +238,30 @@ teacher), each student kept on validation; the shipped students are seed 0's.{ca
 """
 
 
-def render_teacher_on_training_images(teacher: dict) -> str:
-    """What the teacher's soft targets hold on training images, when 02 measured it."""
+def render_teacher_on_training_images(teacher: dict, previous: dict | None = None) -> str:
+    """What the teacher's soft targets hold on training images, when 02 measured it; beside the same measurement
+    of the teacher shipped before (teacher_evaluation_previous.json), when that one is another checkpoint."""
     if "training_images" not in teacher:
         return ""
-    rows = "\n".join(f"| {name} | {pct(s['agreement'])} | {s['label_probability']:.3f} | {pct(s['confident'])} | "
-                     f"{s['entropy']:.3f} |" for name, s in teacher["training_images"].items())
+    compared = previous is not None and "training_images" in previous \
+        and previous["checkpoint_sha256"] != teacher["checkpoint_sha256"]
+    teachers = {"shipped": teacher, **({"previous": previous} if compared else {})}
+    row = lambda s: (f"{pct(s['agreement'])} | {s['label_probability']:.3f} | {pct(s['confident'])} | "  # noqa: E731
+                     f"{s['entropy']:.3f} |")
+    rows = "\n".join(f"| {name} |{f' {who} |' if compared else ''} {row(t['training_images'][name])}"
+                     for name in teacher["training_images"] for who, t in teachers.items()
+                     if name in t["training_images"])
     n = next(iter(teacher["training_images"].values()))["n"]
+    old = (f" The previous teacher (SHA-256 `{previous['checkpoint_sha256'][:12]}`, {pct(previous['test_accuracy'])} test, "
+           f"{'fine-tuned in stages' if previous['teacher_meta'].get('init_from') else 'trained in one run'}, augmentation: "
+           f"{augmentation_words(previous['teacher_meta']['augmentation'])}) on the same images, for comparison."
+           if compared else "")
     return f"""
 On {n:,} training images (T = 1; views: the homework's flip, ±10° rotation, ±10 % shift, ×0.9-1.1 scale;
-mixed: 0.7 of the image and 0.3 of another, labelled as the first):
+mixed: 0.7 of the image and 0.3 of another, labelled as the first).{old}
 
-| images | top class = label | mean probability of the label | share above 0.99 | mean entropy (nats) |
-|---|---:|---:|---:|---:|
+| images |{" teacher |" if compared else ""} top class = label | mean probability of the label | share above 0.99 | mean entropy (nats) |
+|---|{"---|" if compared else ""}---:|---:|---:|---:|
 {rows}
 """
 
@@ -544,7 +555,7 @@ dropout of the shipped students; torch {run['torch']}, commit `{run['git_commit'
 
 Test accuracy {pct(teacher['test_accuracy'])} (validation {pct(teacher['val_accuracy'])}), expected calibration error
 {pct(teacher['ece'])}. Most confused: {"; ".join(f"{c['true']} → {c['predicted']} ({c['count']})" for c in teacher['most_confused'][:3])}.
-{render_teacher_on_training_images(teacher)}
+{render_teacher_on_training_images(teacher, m.get("teacher_evaluation_previous"))}
 {figure("teacher_confusion_matrix", "Teacher: confusion matrix on the test set.")}
 {figure("teacher_confused_examples", "Teacher: test images of its most confused pairs (true → predicted).")}
 {figure("teacher_reliability", "Teacher: reliability diagram.")}

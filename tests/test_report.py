@@ -208,3 +208,17 @@ def test_reader_facing_text_refers_to_nothing_outside_the_repository(path):
     for pattern in OUTSIDE:
         assert not re.search(pattern, text, flags=re.I), f"{path} refers to something outside the repository: {pattern}"
 
+
+
+def test_the_teachers_training_image_statistics_sit_beside_the_previous_teachers():
+    import copy
+    metrics = reproduce.load_metrics(REPORT)
+    teacher = metrics["teacher_evaluation"]
+    assert "| previous |" not in reproduce.render_teacher_on_training_images(teacher, None)
+    assert "| previous |" not in reproduce.render_teacher_on_training_images(teacher, teacher)  # the same checkpoint
+    previous = copy.deepcopy(teacher)
+    previous["checkpoint_sha256"], previous["test_accuracy"] = "f" * 64, 0.935
+    previous["training_images"]["clean"] = {**previous["training_images"]["clean"], "agreement": 0.97, "label_probability": 0.947}
+    text = reproduce.render_teacher_on_training_images(teacher, previous)
+    assert "| clean | previous | 97.00 % | 0.947 |" in text and "| clean | shipped |" in text
+    assert "The previous teacher (SHA-256 `ffffffffffff`, 93.50 % test" in text
