@@ -238,6 +238,23 @@ teacher), each student kept on validation; the shipped students are seed 0's.{ca
 """
 
 
+def render_independent(m: dict) -> str:
+    """The shipped models' test accuracy as tools/evaluate_independently.py measured it (torchvision, ONNX Runtime
+    and the official files; no kd_helpers), for the checkpoints shipped now only."""
+    runs = m.get("independent_evaluation", {}).get("models", {})
+    shipped = {m["teacher_evaluation"]["checkpoint_sha256"]} | {
+        r.get("sha256") for r in m.get("deployment", {}).get("models", {}).values()}
+    rows = [(Path(path).name, r) for path, r in runs.items() if r["sha256"] in shipped]
+    if not rows:
+        return ""
+    said = "; ".join(f"`{name}` {pct(r['measured'])}" + (f" (recorded {pct(r['recorded'])})" if r["recorded"] is not None else "")
+                     for name, r in rows)
+    return f"""
+An evaluation that shares no code with `kd_helpers.py` (`tools/evaluate_independently.py`: the official IDX
+files read with numpy, the teacher rebuilt from torchvision, the int8 students run by ONNX Runtime) gives: {said}.
+"""
+
+
 def render_teacher_on_training_images(teacher: dict, previous: dict | None = None) -> str:
     """What the teacher's soft targets hold on training images, when 02 measured it; beside the same measurement
     of the teacher shipped before (teacher_evaluation_previous.json), when that one is another checkpoint."""
@@ -555,7 +572,7 @@ dropout of the shipped students; torch {run['torch']}, commit `{run['git_commit'
 
 Test accuracy {pct(teacher['test_accuracy'])} (validation {pct(teacher['val_accuracy'])}), expected calibration error
 {pct(teacher['ece'])}. Most confused: {"; ".join(f"{c['true']} → {c['predicted']} ({c['count']})" for c in teacher['most_confused'][:3])}.
-{render_teacher_on_training_images(teacher, m.get("teacher_evaluation_previous"))}
+{render_independent(m)}{render_teacher_on_training_images(teacher, m.get("teacher_evaluation_previous"))}
 {figure("teacher_confusion_matrix", "Teacher: confusion matrix on the test set.")}
 {figure("teacher_confused_examples", "Teacher: test images of its most confused pairs (true → predicted).")}
 {figure("teacher_reliability", "Teacher: reliability diagram.")}
@@ -662,6 +679,18 @@ def record_runtime(record: str, seconds: float) -> None:
     kd.write_json(runtimes, path)
 
 
+def evaluate_independently() -> None:
+    """The shipped teacher and int8 students through tools/evaluate_independently.py (no kd_helpers), into
+    report/metrics/independent_evaluation.json; stops with its message when a number differs from the record."""
+    import subprocess
+    models = [ROOT / "checkpoints" / "teacher_resnet50.pt", *sorted((ROOT / "checkpoints").glob("*_int8.onnx"))]
+    print("[independent evaluation] " + ", ".join(p.name for p in models), flush=True)
+    done = subprocess.run([sys.executable, "tools/evaluate_independently.py", *(str(p.relative_to(ROOT)) for p in models),
+                           "--json", "report/metrics/independent_evaluation.json"], cwd=ROOT)
+    if done.returncode:
+        sys.exit("the independent evaluation disagrees with a recorded test accuracy (above); see its lines marked DIFFERS")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=["quick", "main", "full"], default="main")
@@ -690,6 +719,8 @@ def main(argv=None) -> int:
         print(f"[{args.profile}] {record} done in {seconds / 60:.1f} min -> {executed / f'{record}.ipynb'}", flush=True)
         if args.profile != "quick":
             record_runtime(record, seconds)
+    if args.profile != "quick" and steps and not args.only:
+        evaluate_independently()
     if args.profile != "quick":
         write_report()
     return 0

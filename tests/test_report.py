@@ -222,3 +222,15 @@ def test_the_teachers_training_image_statistics_sit_beside_the_previous_teachers
     text = reproduce.render_teacher_on_training_images(teacher, previous)
     assert "| clean | previous | 97.00 % | 0.947 |" in text and "| clean | shipped |" in text
     assert "The previous teacher (SHA-256 `ffffffffffff`, 93.50 % test" in text
+
+
+def test_the_independent_evaluation_is_reported_for_the_shipped_checkpoints_only():
+    metrics = reproduce.load_metrics(REPORT)
+    shipped = metrics["teacher_evaluation"]["checkpoint_sha256"]
+    metrics["independent_evaluation"] = {"models": {
+        "checkpoints/teacher_resnet50.pt": {"measured": 0.9512, "recorded": 0.9512, "agrees": True, "sha256": shipped},
+        "old/teacher.pt": {"measured": 0.5, "recorded": 0.5, "agrees": True, "sha256": "0" * 64}}}
+    text = reproduce.render_independent(metrics)
+    assert "`teacher_resnet50.pt` 95.12 % (recorded 95.12 %)" in text and "teacher.pt` 50" not in text
+    metrics["independent_evaluation"]["models"].pop("checkpoints/teacher_resnet50.pt")
+    assert reproduce.render_independent(metrics) == ""

@@ -87,18 +87,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="a teacher .pt checkpoint or an .onnx student")
     parser.add_argument("--tolerance", type=float, default=0.1, help="allowed difference, in points (default 0.1)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     images, labels = read_idx("t10k-images-idx3-ubyte"), read_idx("t10k-labels-idx1-ubyte")
-    failed = False
+    results = {}
     for path in args.models:
         if not path.exists():
             sys.exit(f"{path}: no such file")
         measured, recorded = (onnx_accuracy if path.suffix == ".onnx" else teacher_accuracy)(path, images, labels)
         agree = recorded is None or abs(measured - recorded) * 100 <= args.tolerance
-        failed |= not agree
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        results[str(path)] = {"measured": measured, "recorded": recorded, "agrees": agree, "sha256": sha256,
+                              "n_test": len(labels)}
         said = "not recorded" if recorded is None else f"recorded {100 * recorded:.2f} %"
         print(f"{path}: {100 * measured:.2f} % on {len(labels):,} test images ({said}){'' if agree else '  DIFFERS'}")
-    return 1 if failed else 0
+    if args.json:
+        args.json.write_text(json.dumps({"tool": "tools/evaluate_independently.py", "models": results}, indent=1) + "\n")
+    return 0 if all(r["agrees"] for r in results.values()) else 1
 
 
 if __name__ == "__main__":
