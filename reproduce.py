@@ -239,6 +239,32 @@ teacher), each student kept on validation; the shipped students are seed 0's.{ca
 """
 
 
+def render_teacher_training(m: dict) -> str:
+    """The shipped teacher's training, epoch by epoch (00's metrics), with every epoch whose training accuracy
+    fell by more than 10 points named: a divergence, and how long it took to recover."""
+    run = m.get("teacher_training")
+    if not run or run.get("checkpoint_sha256") != m["teacher_evaluation"]["checkpoint_sha256"]:
+        return ""
+    h = run["history"]
+    falls = []
+    for i in range(1, len(h)):
+        if h[i]["train_accuracy"] < h[i - 1]["train_accuracy"] - 0.10:
+            back = next((g["epoch"] for g in h[i:] if g["train_accuracy"] >= h[i - 1]["train_accuracy"]), None)
+            falls.append(f"in epoch {h[i]['epoch']} (learning rate {h[i]['lr']:.3g}) the training accuracy fell from "
+                         f"{pct(h[i - 1]['train_accuracy'])} to {pct(h[i]['train_accuracy'])}, "
+                         + (f"back above it in epoch {back}" if back else "never back to it"))
+    rows = "\n".join(f"| {g['epoch']} | {g['lr']:.3g} | {g['train_loss']:.3f} | {pct(g['train_accuracy'])} | "
+                     f"{pct(g['val_accuracy'])} | {g['seconds'] / 60:.1f} |" for g in h)
+    return f"""
+Its training, epoch by epoch (training accuracy on augmented batches; the learning rate at the epoch's end).
+{("The loss diverged once or more: " + "; ".join(falls) + ".") if falls else "No epoch lost more than 10 points of training accuracy."}
+
+| epoch | learning rate | training loss | training accuracy | validation accuracy | minutes |
+|---:|---:|---:|---:|---:|---:|
+{rows}
+"""
+
+
 def render_independent(m: dict) -> str:
     """The shipped models' test accuracy as tools/evaluate_independently.py measured it (torchvision, ONNX Runtime
     and the official files; no kd_helpers), for the checkpoints shipped now only."""
@@ -545,7 +571,7 @@ convolution of stride 1 ({tmeta['stem']}), trained by `00_train_teacher`: {tmeta
 momentum, one-cycle learning rate peaking at {tmeta['config']['lr']:g}, weight decay {tmeta['config']['weight_decay']:g},
 batch {tmeta['config']['batch_size']}, augmentation: {augmentation_words(tmeta['augmentation'])}; the epoch with the best
 validation accuracy is kept (epoch {tmeta['best_epoch']}), stored in float16.
-
+{render_teacher_training(m)}
 **Student.** The homework's `StudentNet`: 3 conv + 2 FC layers, {run['parameters']:,} parameters,
 {design['models']['StudentNet']['mult_adds'] / 1e6:.2f}M multiply-adds of its convolution and linear weights, as the homework
 counts them. Its torchinfo summary matches the homework's Figure 1 row for row (layers, output shapes, parameters);

@@ -234,3 +234,19 @@ def test_the_independent_evaluation_is_reported_for_the_shipped_checkpoints_only
     assert "`teacher_resnet50.pt` 95.12 % (recorded 95.12 %)" in text and "teacher.pt` 50" not in text
     metrics["independent_evaluation"]["models"].pop("checkpoints/teacher_resnet50.pt")
     assert reproduce.render_independent(metrics) == ""
+
+
+def test_the_teachers_training_table_names_each_divergence_and_its_recovery():
+    metrics = reproduce.load_metrics(REPORT)
+    shipped = metrics["teacher_evaluation"]["checkpoint_sha256"]
+    epoch = lambda e, acc: {"epoch": e, "lr": 0.05, "train_loss": 0.5, "train_accuracy": acc, "val_accuracy": acc,  # noqa: E731
+                            "seconds": 400}
+    metrics["teacher_training"] = {"checkpoint_sha256": shipped,
+                                   "history": [epoch(1, 0.75), epoch(2, 0.81), epoch(3, 0.57), epoch(4, 0.79), epoch(5, 0.83)]}
+    text = reproduce.render_teacher_training(metrics)
+    assert "in epoch 3 (learning rate 0.05) the training accuracy fell from 81.00 % to 57.00 %, back above it in epoch 5" in text
+    assert text.count("\n| ") == 1 + 5 and "| 3 | 0.05 | 0.500 | 57.00 % | 57.00 % | 6.7 |" in text
+    metrics["teacher_training"]["history"] = [epoch(1, 0.75), epoch(2, 0.81)]
+    assert "No epoch lost more than 10 points" in reproduce.render_teacher_training(metrics)
+    metrics["teacher_training"]["checkpoint_sha256"] = "0" * 64   # another teacher's training: not shown
+    assert reproduce.render_teacher_training(metrics) == ""
