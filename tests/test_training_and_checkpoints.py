@@ -510,3 +510,27 @@ def test_onnx_files_carry_their_input_contract(tmp_path):
     contract = kd.read_onnx_metadata(path)
     assert json.loads(contract["normalize_mean"]) == [0.28] * 3 and json.loads(contract["classes"])[9] == "Ankle boot"
     assert "(N, 3, 28, 28)" in contract["input"] and "(x - mean) / std" in contract["preprocessing"]
+
+
+def test_zero_init_residual_makes_every_bottleneck_start_as_the_identity():
+    torch.manual_seed(0)
+    model = kd.zero_init_residual(kd.build_model("resnet50_stride1")).eval()
+    block = model.layer2[1]   # a block without a downsampling shortcut: output = relu(input + branch)
+    x = torch.randn(2, 512, 7, 7).relu()
+    assert torch.equal(block(x), x)
+    assert all(b.bn3.weight.abs().sum() == 0 for layer in (model.layer1, model.layer4) for b in layer)
+
+
+def test_gradient_clipping_bounds_each_step(small_data):
+    def first_step(clip):
+        torch.manual_seed(0)
+        model = kd.StudentNet()
+        before = [p.detach().clone() for p in model.parameters()]
+        config = kd.TrainConfig(epochs=1, batch_size=64, lr=1.0, optimizer="sgd", schedule="one_cycle",
+                                augmentation=kd.AUGMENTATIONS["none"], clip_grad_norm=clip)
+        kd.fit(model, small_data, config, max_batches=1)
+        return torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)]).norm()
+    # Nesterov's first step moves the weights by lr x (1 + momentum) x gradient; the one-cycle starts at 0.04 x peak
+    assert first_step(1e-3) <= 0.04 * 1.9 * 1e-3 * 1.001 < first_step(0.0)
+    with pytest.raises(ValueError, match="clip_grad_norm"):
+        kd.TrainConfig(clip_grad_norm=-1)
