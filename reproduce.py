@@ -94,9 +94,12 @@ def full_steps(names: list[str], train_teacher: bool) -> list[tuple[str, str, di
 
 def run_notebook(name: str, output: Path, parameters: dict, cwd: Path | None = None) -> float:
     """Execute notebooks/<name>.ipynb with papermill into runs/executing/ (ignored by git), and move the record to
-    `output` once it has finished: a run in progress or a failed one never replaces a record. Returns the seconds."""
+    `output` once it has finished: a run in progress or a failed one never replaces a record. The file in progress
+    is named by the process too, so two runs of one notebook at once (the tests beside a long run) never share it.
+    Returns the seconds."""
+    import os
     import papermill
-    running = ROOT / "runs" / "executing" / output.name
+    running = ROOT / "runs" / "executing" / f"{output.stem}.{os.getpid()}.ipynb"
     running.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(running), parameters=parameters,

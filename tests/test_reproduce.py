@@ -1,6 +1,7 @@
 """The runner's plan: which notebooks each profile executes, with which parameters."""
 import ast
 import json
+from pathlib import Path
 
 import reproduce
 
@@ -60,3 +61,18 @@ def test_full_profile_adds_seeds_the_scratch_gap_student_and_the_grid(monkeypatc
         assert params["checkpoint_name"].format(name="kd", seed=s) == f"kd_seed{s}.pt"
         assert params["metrics_dir"] == f"report/metrics/seeds/seed{s}"
     assert reproduce.EXTRA["04b_improved_student_scratch"][1]["students"] == ["scratch"]
+
+
+def test_a_notebook_in_progress_has_a_file_of_its_own_and_its_record_appears_only_when_done(monkeypatch, tmp_path):
+    import os
+    import papermill
+    seen = []
+
+    def execute(source, running, **kwargs):
+        seen.append(Path(running))
+        assert not (tmp_path / "04_distillation.ipynb").exists()   # no record while it runs
+        Path(running).write_text("{}")
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    reproduce.run_notebook("04_distillation", tmp_path / "04_distillation.ipynb", {})
+    assert seen[0].name == f"04_distillation.{os.getpid()}.ipynb"   # another process's run of 04 has another file
+    assert (tmp_path / "04_distillation.ipynb").read_text() == "{}" and not seen[0].exists()
