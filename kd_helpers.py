@@ -859,7 +859,7 @@ def view_cache(teacher, data: dict, teacher_sha256: str, *, views: int = 8, seed
     unknown = set(augmentation or {}) - {"flip", "degrees", "translate", "scale"}
     if unknown:
         raise ValueError(f"views take flip, degrees, translate and scale, not {', '.join(sorted(unknown))}")
-    augmentation = {"flip": True, "degrees": 10.0, "translate": 0.1, "scale": (0.9, 1.1), **(augmentation or {})}
+    augmentation = {**AUGMENTATIONS["homework"], **(augmentation or {})}
     images, index = data["train_images"], data["train_index"]
     meta = {"teacher_sha256": teacher_sha256, "images_sha256": _images_sha256(images), "views": views, "seed": seed,
             "augmentation": plain(augmentation), "precision": precision}
