@@ -492,6 +492,33 @@ def default_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def has_native_bfloat16(device) -> bool:
+    """Whether `device` computes in bfloat16 in hardware: CUDA GPUs that support it, CPUs with AVX512-BF16 or AMX.
+    Elsewhere bfloat16 autocast is emulated and slower than float32 (measured on an AVX2-only CPU: ResNet50
+    inference about 8x slower)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # an older or unusual build: assume not
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device) -> str:
+    """"float32" or "bfloat16" as asked; "auto" is bfloat16 where `device` has it in hardware, float32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if has_native_bfloat16(device) else "float32"
+    return precision
+
+
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that shapes a training run but the model and the source of soft targets."""
@@ -508,13 +535,14 @@ class TrainConfig:
     alpha: float = 0.9               # distillation: weight of the soft targets
     method: str = "kd"               # kd (Hinton et al.) or dkd (decoupled KD, weighs its parts by alpha and beta)
     beta: float = 8.0
-    precision: str = "float32"       # or bfloat16: forward passes under autocast, weights and loss in float32
+    precision: str = "float32"       # bfloat16: forward passes under autocast, weights and loss in float32; auto:
+                                     # bfloat16 where the device has it in hardware (resolve_precision)
     clip_grad_norm: float = 0.0      # rescale each step's gradient to at most this L2 norm (0: never)
     seed: int = 0                    # initial weights are the caller's; shuffling, augmentation, dropout per epoch
 
     def __post_init__(self):
         choices = {"optimizer": ("adam", "sgd"), "schedule": ("plateau", "one_cycle"), "method": ("kd", "dkd"),
-                   "precision": ("float32", "bfloat16")}
+                   "precision": PRECISIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose {' or '.join(allowed)}")
@@ -562,11 +590,12 @@ def train_one_epoch(model, images, labels, normalize, config: TrainConfig, *, op
     batch; `forward` replaces `model` for the training forward pass (e.g. `compiled(model)`).
     Returns mean loss and accuracy on the augmented training batches."""
     c = config
+    device = next(model.parameters()).device
+    bfloat16 = resolve_precision(c.precision, device) == "bfloat16"
     distill = ((lambda s, t, y: decoupled_kd_loss(s, t, y, c.temperature, c.alpha, c.beta)) if c.method == "dkd"
                else (lambda s, t, y: distillation_loss(s, t, y, c.temperature, c.alpha)))
     model.train()
     forward = model if forward is None else forward
-    device = next(model.parameters()).device
     order = batches(len(images), c.batch_size, shuffle=True, generator=generator)[:max_batches]
     total_loss = torch.zeros((), device=device)  # summed on the device: no host sync per batch for the sums
     total_correct = torch.zeros((), dtype=torch.long, device=device)
@@ -583,7 +612,7 @@ def train_one_epoch(model, images, labels, normalize, config: TrainConfig, *, op
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.precision == "bfloat16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
             logits = forward(x).float()
             if teacher is not None:
                 with torch.no_grad():
@@ -633,7 +662,7 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
     beside it (`status_path`), and a later call with the same `settings` (a plain dict naming the run) resumes
     from it; a checkpoint of other settings is refused. Every epoch draws its randomness from the seed and its
     own number, so a resumed run equals an uninterrupted one. `compile` trains through `compiled(model)`.
-    Returns the history (one dict per epoch), best epoch, best validation accuracy and training seconds."""
+    Returns the history (one dict per epoch, with the precision it ran in), best epoch, best validation accuracy and training seconds."""
     c = config if isinstance(config, TrainConfig) else TrainConfig(**config)
     device = next(model.parameters()).device
     train_x, train_y = data["train_images"].to(device), data["train_labels"].to(device)
@@ -683,7 +712,7 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
         state["train_seconds"] += seconds
         state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                                  "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": current_lr,
-                                 "seconds": seconds})
+                                 "seconds": seconds, "precision": resolve_precision(c.precision, device)})
         if val["accuracy"] > state["best_val_accuracy"]:
             state["best_val_accuracy"] = val["accuracy"]
             state["best"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -813,16 +842,15 @@ def soft_targets(mode: str, teacher, data: dict, teacher_sha256: str, *, views: 
     """`teacher`'s soft targets for data["train_images"] in `mode`, as the keywords that `fit` and
     `train_student` take: "online" {"teacher": the module}, "cached" {"teacher_logits": of each image and its
     mirror} or "views" {"views": a ViewCache of `views` views drawn from `augmentation`}; the caches are
-    built once (bfloat16 inference on a CPU) and kept in cache_dir."""
+    built once (in bfloat16 where the device has it in hardware) and kept in cache_dir."""
     if mode == "online":
         return {"teacher": teacher}
     if mode == "cached":
         return {"teacher_logits": teacher_logits_cache(teacher, data["train_images"], data["normalize"], teacher_sha256,
                                                        cache_dir)}
     if mode == "views":
-        cpu = next(teacher.parameters()).device.type == "cpu"
         return {"views": view_cache(teacher, data, teacher_sha256, views=views, augmentation=augmentation,
-                                    cache_dir=cache_dir, precision="bfloat16" if cpu else "float32")}
+                                    cache_dir=cache_dir, precision="auto")}
     raise ValueError(f"unknown teacher mode {mode!r}; choose cached, views or online")
 
 
@@ -849,21 +877,25 @@ class ViewCache:
 
 
 def view_cache(teacher, data: dict, teacher_sha256: str, *, views: int = 8, seed: int = 0, augmentation=None,
-               cache_dir=ROOT / "cache", batch_size: int = 500, precision: str = "float32",
+               cache_dir=ROOT / "cache", batch_size: int = 500, precision: str = "auto",
                progress: bool = True) -> ViewCache:
     """The ViewCache of `views` views of each of data["train_images"], drawn from `augmentation` (keywords of
     `view_parameters`: the homework's flip, rotation, translation and scaling by default) for each image's
     index in the official training set and the view's number under `seed`, with `teacher`'s logits on each
-    (under autocast when `precision` is bfloat16). Kept in `cache_dir`, keyed by the teacher's SHA-256, the
-    images' and the settings, and reused when present; an interrupted build resumes from its last finished view."""
+    (under bfloat16 autocast when `resolve_precision(precision)` says so; the precision is recorded in the meta,
+    not part of the key: the logits are the same teacher's either way). Kept in `cache_dir`, keyed by the
+    teacher's SHA-256, the images' and the view settings, and reused when present; an interrupted build resumes
+    from its last finished view."""
     unknown = set(augmentation or {}) - {"flip", "degrees", "translate", "scale"}
     if unknown:
         raise ValueError(f"views take flip, degrees, translate and scale, not {', '.join(sorted(unknown))}")
     augmentation = {**AUGMENTATIONS["homework"], **(augmentation or {})}
     images, index = data["train_images"], data["train_index"]
     meta = {"teacher_sha256": teacher_sha256, "images_sha256": _images_sha256(images), "views": views, "seed": seed,
-            "augmentation": plain(augmentation), "precision": precision}
+            "augmentation": plain(augmentation)}
     meta["key"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    device = next(teacher.parameters()).device
+    meta["precision"] = resolve_precision(precision, device)
     path = Path(cache_dir) / f"views_{teacher_sha256[:12]}_{meta['key']}.pt"
     if path.exists():
         return load_view_cache(path, meta)
@@ -873,13 +905,12 @@ def view_cache(teacher, data: dict, teacher_sha256: str, *, views: int = 8, seed
     if partial.exists():
         saved = load_view_cache(partial, meta)
         logits, done = list(saved.logits), saved.meta["done"]
-    device = next(teacher.parameters()).device
     teacher.eval()
     chunks = [(v, i) for v in range(done, views) for i in torch.arange(len(images)).split(batch_size)]
     outputs = []
     for v, idx in _progress(chunks, progress, f"teacher on {views} views of {len(images):,} images"):
         x = apply_views(images[idx].unsqueeze(1).float().div(255).to(device), params[v, idx])
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=meta["precision"] == "bfloat16"):
             outputs.append(teacher(to_model_input(x, data["normalize"])).float().half().cpu())
         if idx[-1] == len(images) - 1:  # a view is finished: keep it
             logits.append(torch.cat(outputs))
@@ -901,7 +932,7 @@ def load_view_cache(path, expected: dict) -> ViewCache:
     except Exception as err:  # noqa: BLE001 - truncated, damaged or not a view cache at all
         raise ViewCacheError(f"view cache {path} is truncated or corrupt ({_first_line(err)}): delete it and it "
                              f"is built again") from None
-    for key in ("teacher_sha256", "images_sha256", "views", "seed", "augmentation", "precision"):
+    for key in ("teacher_sha256", "images_sha256", "views", "seed", "augmentation"):
         if meta.get(key) != expected.get(key):
             raise ViewCacheError(f"view cache {path} was made with {key} = {meta.get(key)!r}, not {expected.get(key)!r}: "
                                  f"it belongs to another teacher or setting; delete it or pass its settings")
@@ -1240,8 +1271,9 @@ def check_parameters(**params) -> None:
             fail(name, value, "a positive integer (views per training image)")
         if name == "students" and not (isinstance(value, list) and value and set(value) <= {"kd", "scratch"}):
             fail(name, value, "a list of 'kd' and/or 'scratch'")
-        if name == "precision" and value not in ("float32", "bfloat16"):
-            fail(name, value, "'float32' or 'bfloat16' (autocast for training)")
+        if name == "precision" and value not in PRECISIONS:
+            fail(name, value, "'float32', 'bfloat16' (autocast for training) or 'auto' (bfloat16 where the hardware "
+                              "has it)")
         if name == "alpha" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             fail(name, value, "a number in [0, 1]")
         if name in ("temperature", "lr") and not (isinstance(value, (int, float)) and value > 0):

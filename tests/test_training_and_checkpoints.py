@@ -115,7 +115,7 @@ def test_same_seed_gives_same_metrics(small_data):
 def test_train_config_refuses_unknown_choices_by_name():
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; choose adam or sgd"):
         kd.TrainConfig(optimizer="rmsprop")
-    with pytest.raises(ValueError, match="unknown precision 'fp8'; choose float32 or bfloat16"):
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; choose float32 or bfloat16 or auto"):
         kd.TrainConfig(precision="fp8")
     with pytest.raises(ValueError, match="epochs=0"):
         kd.TrainConfig(epochs=0)
@@ -172,6 +172,19 @@ def test_bfloat16_training_runs_the_forward_pass_in_bfloat16_and_keeps_float32_w
     assert dtypes[-1] == torch.float32                       # evaluation stays float32
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert result["history"][0]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_where_the_hardware_computes_in_it(small_data, monkeypatch, native):
+    monkeypatch.setattr(kd, "has_native_bfloat16", lambda device: native)
+    expected = "bfloat16" if native else "float32"
+    assert kd.resolve_precision("auto", "cpu") == expected
+    assert kd.resolve_precision("float32", "cpu") == "float32" and kd.resolve_precision("bfloat16", "cpu") == "bfloat16"
+    model, dtypes = kd.StudentNet(), []
+    model.conv1.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    result = kd.fit(model, small_data, dict(epochs=1, batch_size=64, precision="auto"), max_batches=1)
+    assert dtypes[0] == getattr(torch, expected)
+    assert result["history"][0]["precision"] == expected   # each epoch says what it ran in
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(small_data, tmp_path):
@@ -305,7 +318,7 @@ def test_checkpoint_carrying_code_is_refused(tmp_path):
     ({"teacher_mode": "ensemble"}, "'cached', 'views' or 'online'"), ({"views": 0}, "views=0.*positive"),
     ({"students": ["kd", "teacher"]}, "'kd' and/or 'scratch'"), ({"scale": [1.1, 0.9]}, "low <= high"),
     ({"degrees": -5}, r"\[0, 180\]"), ({"erase": 1.5}, "erase=1.5.*probability"),
-    ({"precision": "half"}, "precision='half'.*'float32' or 'bfloat16'"), ({"translate": 0.5}, r"translate=0.5.*\[0, 0.5\)"),
+    ({"precision": "half"}, "precision='half'.*'float32', 'bfloat16'.*'auto'"), ({"translate": 0.5}, r"translate=0.5.*\[0, 0.5\)"),
 ])
 def test_invalid_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):
@@ -443,7 +456,8 @@ def test_view_cache_holds_the_teachers_logits_on_exactly_the_regenerated_views(s
     data = tiny_view_data(small_data)
     torch.manual_seed(0)
     teacher = kd.StudentNet().eval()
-    cache = kd.view_cache(teacher, data, "sha-a", views=3, cache_dir=tmp_path, batch_size=16, progress=False)
+    cache = kd.view_cache(teacher, data, "sha-a", views=3, cache_dir=tmp_path, batch_size=16, progress=False,
+                          precision="float32")
     assert cache.params.shape == (3, 40, 5) and cache.logits.shape == (3, 40, 10)
     assert cache.logits.dtype == torch.float16
     image, view = 17, 2
@@ -468,6 +482,18 @@ def test_a_view_cache_of_another_teacher_is_refused_and_a_truncated_one_named(sm
     path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(kd.ViewCacheError, match=f"view cache {path} is truncated or corrupt.*delete it"):
         kd.view_cache(teacher, data, "sha-a", views=2, cache_dir=tmp_path, batch_size=16, progress=False)
+
+
+def test_a_view_cache_built_in_another_precision_is_reused(small_data, tmp_path, monkeypatch):
+    data = tiny_view_data(small_data)
+    teacher = kd.StudentNet().eval()
+    monkeypatch.setattr(kd, "has_native_bfloat16", lambda device: True)
+    built = kd.view_cache(teacher, data, "sha-a", views=2, cache_dir=tmp_path, batch_size=16, progress=False)
+    assert built.meta["precision"] == "bfloat16"
+    monkeypatch.setattr(kd, "has_native_bfloat16", lambda device: False)
+    reused = kd.view_cache(teacher, data, "sha-a", views=2, cache_dir=tmp_path, batch_size=16, progress=False)
+    assert torch.equal(reused.logits, built.logits) and reused.meta["precision"] == "bfloat16"  # as it was made
+    assert len(list(tmp_path.glob("views_*.pt"))) == 1
 
 
 def test_an_interrupted_view_cache_resumes_from_its_last_finished_view(small_data, tmp_path):
