@@ -365,12 +365,13 @@ def test_first_images_trims_train_and_test_but_never_validation(small_data):
     assert len(kd.first_images(dict(small_data))["train_labels"]) == len(small_data["train_labels"])
 
 
-def test_load_teacher_refuses_other_normalisation(tmp_path):
+def test_load_teacher_refuses_other_normalisation_and_gives_a_channels_last_teacher(tmp_path):
     path = tmp_path / "teacher.pt"
     normalize = {"mean": [0.3] * 3, "std": [0.4] * 3}
     kd.save_checkpoint(kd.StudentNet(), {"arch": "student_net", "normalize": normalize}, path)
-    _, meta, digest = kd.load_teacher(path, normalize)
+    teacher, meta, digest = kd.load_teacher(path, normalize)
     assert meta["arch"] == "student_net" and digest == kd.sha256_of(path)
+    assert teacher.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="teacher.pt"):
         kd.load_teacher(path, {"mean": [0.5] * 3, "std": [0.4] * 3})
 
