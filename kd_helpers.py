@@ -764,15 +764,17 @@ def train_student(data, config: dict, *, prefix: str, run_dir, arch: str = "stud
 
 
 def grid_search(data, base: dict, settings: dict, *, prefix: str, run_dir, teacher_sha256: str | None = None,
-                device="cpu", max_batches=None, **soft) -> dict:
+                device="cpu", max_batches=None, compile=False, **soft) -> dict:
     """Train the homework's student once per named setting (keywords added to the `base` config; a setting
     with a temperature distils from the soft targets `soft`, as `soft_targets` gives them, one without trains
-    from scratch), each run resumable, one line printed per run. Returns {name: best validation accuracy}."""
+    from scratch), each run resumable (`compile`: through torch.compile), one line printed per run.
+    Returns {name: best validation accuracy}."""
     accuracy = {}
     for name, extra in settings.items():
         distil = "temperature" in extra
         _, result = train_student(data, {**base, **extra}, prefix=f"{prefix}_{name}", run_dir=run_dir, device=device,
-                                  max_batches=max_batches, teacher_sha256=teacher_sha256, **(soft if distil else {}))
+                                  max_batches=max_batches, teacher_sha256=teacher_sha256, compile=compile,
+                                  **(soft if distil else {}))
         accuracy[name] = result["best_val_accuracy"]
         print(f"{name:<24} best validation accuracy {100 * accuracy[name]:.2f}% (epoch {result['best_epoch']})")
     return accuracy

@@ -48,7 +48,7 @@ def quick_parameters(out: Path) -> dict[str, dict]:
         "05_beyond_the_baseline": {**common, "n_test": 500, "repeats": 3, "calibration_images": 200,
                                    "int8_dir": str(out / "checkpoints"), "run_dir": str(out / "runs")},
         "06_kd_variants": {**common, "temperatures": [4.0], "alphas": [0.5], "epochs": 1, "n_train": 512, "views": 2,
-                           "dkd": {"temperature": 4.0, "alpha": 1.0, "beta": 8.0},
+                           "dkd": {"temperature": 4.0, "alpha": 1.0, "beta": 8.0}, "compile": False,
                            "run_dir": str(out / "runs")},
     }
 

@@ -214,11 +214,15 @@ def test_train_student_names_runs_by_everything_that_shapes_them(small_data, tmp
     assert again["tag"] == first["tag"] and again["history"] == first["history"]  # replayed, not retrained
 
 
-def test_grid_search_trains_each_setting_and_scratch_without_the_teacher(small_data, tmp_path, capsys):
+def test_grid_search_trains_each_setting_and_scratch_without_the_teacher(small_data, tmp_path, capsys, monkeypatch):
     cache = torch.randn(2, len(small_data["train_images"]), 10)
     base = dict(epochs=1, batch_size=64, seed=0)
+    compiled = []
+    monkeypatch.setattr(kd, "compiled", lambda model: compiled.append(model) or model)
     accuracy = kd.grid_search(small_data, base, {"scratch": {}, "kd_T2": {"temperature": 2.0, "alpha": 0.5}},
-                              prefix="g", run_dir=tmp_path, teacher_logits=cache, teacher_sha256="t", max_batches=1)
+                              prefix="g", run_dir=tmp_path, teacher_logits=cache, teacher_sha256="t", max_batches=1,
+                              compile=True)
+    assert len(compiled) == 2   # each run trains through torch.compile
     assert set(accuracy) == {"scratch", "kd_T2"} and all(0 <= a <= 1 for a in accuracy.values())
     assert "kd_T2" in capsys.readouterr().out
     names = sorted(p.name for p in tmp_path.glob("*.resume.pt"))
