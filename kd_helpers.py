@@ -787,16 +787,17 @@ def status_path(checkpoint) -> Path:
 
 
 def run_status(run_dir) -> list[str]:
-    """One line per run under `run_dir` (newest first): epoch N of M, best validation accuracy so far and
-    the estimated time left, from the status files that `fit` writes after every epoch."""
+    """One line per run under `run_dir` or its folders (newest first): epoch N of M, best validation accuracy so
+    far and the estimated time left, from the status files that `fit` writes after every epoch."""
     lines = []
-    for path in sorted(Path(run_dir).glob("*.status.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+    for path in sorted(Path(run_dir).rglob("*.status.json"), key=lambda p: p.stat().st_mtime, reverse=True):
         s = json.loads(path.read_text())
         left = ("finished" if s["epoch"] >= s["epochs"] else "the time left is known after an epoch"
                 if s["eta_seconds"] is None else f"about {s['eta_seconds'] / 3600:.1f} h left")
         best = (f"best validation accuracy {100 * s['best_val_accuracy']:.2f} % (epoch {s['best_epoch']})"
                 if s["best_epoch"] else "no epoch finished yet")
-        lines.append(f"{path.name.removesuffix('.status.json')}: epoch {s['epoch']} of {s['epochs']}, {best}, {left} "
+        name = path.relative_to(run_dir).as_posix().removesuffix(".status.json")
+        lines.append(f"{name}: epoch {s['epoch']} of {s['epochs']}, {best}, {left} "
                      f"(updated {s['updated']})")
     return lines
 

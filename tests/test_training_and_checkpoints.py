@@ -92,6 +92,9 @@ def test_status_says_epoch_best_accuracy_and_time_left(small_data, tmp_path):
     status.update(epoch=0, best_epoch=None, eta_seconds=None)  # as fit writes it when a run starts
     (tmp_path / "teacher_x.status.json").write_text(json.dumps(status))
     assert "epoch 0 of 2, no epoch finished yet, the time left is known after an epoch" in kd.run_status(tmp_path)[0]
+    (tmp_path / "sweep").mkdir()   # a notebook's runs in a folder of their own are listed too, by their path
+    (tmp_path / "sweep" / "kd_T2.status.json").write_text(json.dumps(status))
+    assert any(line.startswith("sweep/kd_T2: epoch 0 of 2") for line in kd.run_status(tmp_path))
 
 
 def test_a_truncated_resumable_checkpoint_names_the_file_and_the_remedy(small_data, tmp_path):
