@@ -492,6 +492,9 @@ def default_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
 def has_native_bfloat16(device) -> bool:
     """Whether `device` computes in bfloat16 in hardware: CUDA GPUs that support it, CPUs with AVX512-BF16 or AMX.
     Elsewhere bfloat16 autocast is emulated and slower than float32 (measured on an AVX2-only CPU: ResNet50
@@ -514,9 +517,6 @@ def resolve_precision(precision: str, device) -> str:
     if precision == "auto":
         return "bfloat16" if has_native_bfloat16(device) else "float32"
     return precision
-
-
-PRECISIONS = ("float32", "bfloat16", "auto")
 
 
 @dataclass(frozen=True)
@@ -662,7 +662,8 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
     beside it (`status_path`), and a later call with the same `settings` (a plain dict naming the run) resumes
     from it; a checkpoint of other settings is refused. Every epoch draws its randomness from the seed and its
     own number, so a resumed run equals an uninterrupted one. `compile` trains through `compiled(model)`.
-    Returns the history (one dict per epoch, with the precision it ran in), best epoch, best validation accuracy and training seconds."""
+    Returns the history (one dict per epoch, with the precision it ran in), best epoch, best validation
+    accuracy and training seconds."""
     c = config if isinstance(config, TrainConfig) else TrainConfig(**config)
     device = next(model.parameters()).device
     train_x, train_y = data["train_images"].to(device), data["train_labels"].to(device)
@@ -911,9 +912,10 @@ def view_cache(teacher, data: dict, teacher_sha256: str, *, views: int = 8, seed
     teacher.eval()
     chunks = [(v, i) for v in range(done, views) for i in torch.arange(len(images)).split(batch_size)]
     outputs = []
+    bfloat16 = meta["precision"] == "bfloat16"
     for v, idx in _progress(chunks, progress, f"teacher on {views} views of {len(images):,} images"):
         x = apply_views(images[idx].unsqueeze(1).float().div(255).to(device), params[v, idx])
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=meta["precision"] == "bfloat16"):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
             outputs.append(teacher(to_model_input(x, data["normalize"])).float().half().cpu())
         if idx[-1] == len(images) - 1:  # a view is finished: keep it
             logits.append(torch.cat(outputs))
