@@ -664,7 +664,7 @@ README_START, README_END = "<!-- results: written by reproduce.py from report/me
 
 TIMES_START = "<!-- times: written by reproduce.py -->"
 # `time bash .ci/run` in a fresh clone (set-up and the whole suite), measured by hand: update it with the suite
-FRESH_CLONE_TEST = {"minutes": 8.0, "tests": 160, "commit": "a332da2"}
+FRESH_CLONE_TEST = {"minutes": 12.4, "tests": 172, "commit": "2a0bdb3", "cpu": "a 2-core AMD EPYC with AVX2 only"}
 
 
 def render_times(m: dict) -> str:
@@ -675,8 +675,8 @@ def render_times(m: dict) -> str:
     t = FRESH_CLONE_TEST
     return f"""| command | time | measured with |
 |---|---:|---|
-| `make test` on a fresh clone (venv, pinned wheels, kernel, {t['tests']} tests) | {t['minutes']:.1f} min | `time bash .ci/run` in a new clone of commit `{t['commit']}`, nothing else running |
-| `make reproduce` ({len(done)} of its {len(MAIN)} notebooks timed) | {sum(seconds[r] for r in done) / 60:.0f} min | the sum of those notebooks' times in their last runs (the report's Reproduction section); not yet timed as one command on a fresh clone |
+| `make test` on a fresh clone (venv, pinned wheels, kernel, {t['tests']} tests) | {t['minutes']:.1f} min | `time make test` in a new clone of commit `{t['commit']}` on {t['cpu']}, nothing else running |
+| `make reproduce` ({len(done)} of its {len(MAIN)} notebooks timed) | {sum(seconds[r] for r in done) / 60:.0f} min | the sum of those notebooks' times in their last runs, each on its own machine (the report's Reproduction section); not yet timed as one command on a fresh clone |
 """
 
 
