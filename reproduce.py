@@ -37,7 +37,7 @@ def quick_parameters(out: Path) -> dict[str, dict]:
     students = {**common, "n_train": 1000, "n_test": 500, "progress": False, "checkpoint_dir": str(out / "checkpoints"),
                 "run_dir": str(out / "runs")}
     return {
-        "00_train_teacher": {"arch": "resnet50", "epochs": 1, "max_batches": 2, "progress": False,
+        "00_train_teacher": {"arch": "resnet50", "epochs": 1, "max_batches": 2, "n_test": 500, "progress": False,
                              "metrics_dir": str(out / "metrics"), "run_dir": str(out / "runs"),
                              "checkpoint": str(out / "checkpoints" / "teacher_resnet50.pt")},
         "01_data_exploration": common,
