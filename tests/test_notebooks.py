@@ -95,7 +95,8 @@ def test_throughput_benchmark_runs_tiny(capsys, monkeypatch):
     import runpy
     from pathlib import Path
     root = Path(reproduce.__file__).parent
-    monkeypatch.setattr("sys.argv", ["kd_throughput.py", "--tiny", "--workers", "0"])
+    # eager: torch.compile costs a minute here per loop and is exercised by 04's quick run
+    monkeypatch.setattr("sys.argv", ["kd_throughput.py", "--tiny", "--workers", "0", "--no-compile"])
     runpy.run_path(str(root / "benchmarks" / "kd_throughput.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "(c) project loop, cached teacher logits" in out and "(d) project loop, cached views" in out

@@ -19,13 +19,13 @@ TRAIN_SCRIPT = textwrap.dedent("""
     import kd_helpers as kd
     data = kd.fashion_mnist_splits()
     g = torch.Generator().manual_seed(0)
-    pick = torch.randperm(55000, generator=g)[:3000]
+    pick = torch.randperm(55000, generator=g)[:2000]
     data.update(train_images=data["train_images"][pick], train_labels=data["train_labels"][pick],
                 train_index=data["train_index"][pick], val_images=data["val_images"][:500],
                 val_labels=data["val_labels"][:500])
     torch.manual_seed(0)
     model = kd.StudentNet()
-    config = dict(epochs=4, batch_size=100, lr=1e-3, schedule="plateau", patience=0,
+    config = dict(epochs=3, batch_size=100, lr=1e-3, schedule="plateau", patience=0,
                   augmentation={"translate": 0.1, "degrees": 10}, seed=0)
     result = kd.fit(model, data, config, checkpoint=kd.runs_dir() / f"{sys.argv[1]}.resume.pt", settings=config)
     json.dump(result["history"], open(sys.argv[2], "w"))
@@ -64,11 +64,14 @@ def run_training(tmp_path, name, kill_after_epoch=None):
 
 
 def test_killed_run_resumes_from_a_fresh_checkout_and_equals_an_uninterrupted_run(tmp_path):
-    uninterrupted = run_training(tmp_path, "straight")
-    resumed = run_training(tmp_path, "killed", kill_after_epoch=2)
-    assert len(resumed) == 4
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:  # two one-thread processes side by side
+        straight = pool.submit(run_training, tmp_path, "straight")
+        killed = pool.submit(run_training, tmp_path, "killed", kill_after_epoch=1)
+        uninterrupted, resumed = straight.result(), killed.result()
+    assert len(resumed) == 3
     assert resumed == uninterrupted
-    assert "killed: epoch 4 of 4" in "\n".join(kd.run_status(tmp_path / "runs"))
+    assert "killed: epoch 3 of 3" in "\n".join(kd.run_status(tmp_path / "runs"))
 
 
 def test_runs_live_outside_the_repository_unless_told_otherwise(monkeypatch, tmp_path):
