@@ -664,20 +664,28 @@ README_START, README_END = "<!-- results: written by reproduce.py from report/me
 
 TIMES_START = "<!-- times: written by reproduce.py -->"
 # `time bash .ci/run` in a fresh clone (set-up and the whole suite), measured by hand: update it with the suite
-FRESH_CLONE_TEST = {"minutes": 12.4, "tests": 172, "commit": "2a0bdb3", "cpu": "a 2-core AMD EPYC with AVX2 only"}
-
-
 def render_times(m: dict) -> str:
-    """The README's table of how long the two commands take: `make test` as last measured on a fresh clone,
-    `make reproduce` as the sum of the headline notebooks' times in their last runs."""
+    """The README's table of how long the two commands take: as last timed on a fresh clone
+    (`tools/time_fresh_clone.py`, report/metrics/fresh_clone_<target>.json); `make reproduce`, until it is
+    timed so, as the sum of the headline notebooks' times in their last runs."""
+    rows = ["| command | time | measured with |", "|---|---:|---|"]
+    for target, what in (("test", "venv, pinned wheels, kernel, {tests_passed} tests"),
+                         ("reproduce", "venv, pinned wheels, kernel, data, then 01-05 and 04b")):
+        t = m.get(f"fresh_clone_{target}")
+        if t is None:
+            continue
+        hardware = "with" if t["bfloat16_hardware"] else "without"
+        rows.append(f"| `make {target}` on a fresh clone ({what.format(**t)}) | {t['minutes']:.1f} min | "
+                    f"`{t['measured_with']}` on {t['date']}, commit `{t['commit'][:7]}`, {t['cpu']}, "
+                    f"{hardware} bfloat16 hardware |")
     seconds = m.get("runtimes", {}).get("seconds", {})
     done = [r for r in MAIN if r in seconds]
-    t = FRESH_CLONE_TEST
-    return f"""| command | time | measured with |
-|---|---:|---|
-| `make test` on a fresh clone (venv, pinned wheels, kernel, {t['tests']} tests) | {t['minutes']:.1f} min | `time make test` in a new clone of commit `{t['commit']}` on {t['cpu']}, nothing else running |
-| `make reproduce` ({len(done)} of its {len(MAIN)} notebooks timed) | {sum(seconds[r] for r in done) / 60:.0f} min | the sum of those notebooks' times in their last runs, each on its own machine (the report's Reproduction section); not yet timed as one command on a fresh clone |
-"""
+    if "fresh_clone_reproduce" not in m and done:
+        rows.append(f"| `make reproduce` ({len(done)} of its {len(MAIN)} notebooks timed) | "
+                    f"{sum(seconds[r] for r in done) / 60:.0f} min | the sum of those notebooks' times in their last "
+                    "runs, each on its own machine (the report's Reproduction section); not yet timed as one command "
+                    "on a fresh clone |")
+    return "\n".join(rows) + "\n"
 
 
 def readme_with_results(readme: str, m: dict) -> str:

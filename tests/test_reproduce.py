@@ -3,6 +3,8 @@ import ast
 import json
 from pathlib import Path
 
+import pytest
+
 import reproduce
 
 
@@ -76,3 +78,33 @@ def test_a_notebook_in_progress_has_a_file_of_its_own_and_its_record_appears_onl
     reproduce.run_notebook("04_distillation", tmp_path / "04_distillation.ipynb", {})
     assert seen[0].name == f"04_distillation.{os.getpid()}.ipynb"   # another process's run of 04 has another file
     assert (tmp_path / "04_distillation.ipynb").read_text() == "{}" and not seen[0].exists()
+
+
+def _tiny_repo(path, recipe):
+    import subprocess
+    path.mkdir()
+    (path / "Makefile").write_text(f"test:\n\t{recipe}\n")
+    for args in (["init", "-q"], ["add", "Makefile"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(path), *args], check=True)
+    return path
+
+
+def test_a_fresh_clone_is_timed_and_recorded_with_its_commit_and_test_count(tmp_path):
+    import runpy
+    tool = runpy.run_path(str(reproduce.ROOT / "tools" / "time_fresh_clone.py"))
+    repo = _tiny_repo(tmp_path / "repo", "@test -f Makefile && echo '3 passed, 1 skipped in 0.1s'")
+    record = tool["measure"]("test", repo, out=tmp_path / "fresh_clone_test.json")
+    assert record["tests_passed"] == 3 and len(record["commit"]) == 40 and record["minutes"] >= 0
+    assert json.loads((tmp_path / "fresh_clone_test.json").read_text()) == record
+    line = reproduce.render_times({"fresh_clone_test": record})
+    assert "`make test` on a fresh clone (venv, pinned wheels, kernel, 3 tests)" in line
+    assert record["commit"][:7] in line and "make reproduce" not in line
+
+
+def test_a_failing_command_is_not_timed(tmp_path):
+    import runpy
+    tool = runpy.run_path(str(reproduce.ROOT / "tools" / "time_fresh_clone.py"))
+    repo = _tiny_repo(tmp_path / "repo", "@echo 'E   assert 1 == 2' && exit 1")
+    with pytest.raises(RuntimeError, match=r"make test failed \(exit 2\)[\s\S]*assert 1 == 2"):
+        tool["measure"]("test", repo, out=tmp_path / "fresh_clone_test.json")
+    assert not (tmp_path / "fresh_clone_test.json").exists()
