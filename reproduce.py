@@ -34,7 +34,7 @@ HOMEWORK_TEST_ACCURACY = 0.9393   # the homework report's best run, with the cou
 def quick_parameters(out: Path) -> dict[str, dict]:
     """Small settings that exercise every cell; all outputs go under `out`."""
     common = {"figures_dir": str(out / "figures"), "metrics_dir": str(out / "metrics")}
-    students = {**common, "n_train": 1000, "n_test": 500, "progress": False, "checkpoint_dir": str(out / "checkpoints"),
+    students = {**common, "n_train": 512, "n_test": 500, "progress": False, "checkpoint_dir": str(out / "checkpoints"),
                 "run_dir": str(out / "runs")}
     return {
         "00_train_teacher": {"arch": "resnet50", "epochs": 1, "max_batches": 2, "n_test": 500, "progress": False,

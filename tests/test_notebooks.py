@@ -26,9 +26,17 @@ def test_papermill_reads_every_parameter(name):
     assert [p.name for p in PythonTranslator.inspect({"source": source})] == assigned
 
 
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory):
+    """One runs folder for the students' quick runs: 04b finds the teacher logits 04 cached, as a user's would."""
+    return tmp_path_factory.mktemp("runs")
+
+
 @pytest.mark.parametrize("name", reproduce.NOTEBOOKS)
-def test_notebook_runs_quick(name, tmp_path):
+def test_notebook_runs_quick(name, tmp_path, shared_runs):
     params = reproduce.quick_parameters(tmp_path)[name]
+    if name in ("04_distillation", "04b_improved_student"):
+        params["run_dir"] = str(shared_runs)
     out = tmp_path / f"{name}.ipynb"
     reproduce.run_notebook(name, out, params, cwd=tmp_path)
     text = outputs_text(out)
