@@ -108,3 +108,22 @@ def test_a_failing_command_is_not_timed(tmp_path):
     with pytest.raises(RuntimeError, match=r"make test failed \(exit 2\)[\s\S]*assert 1 == 2"):
         tool["measure"]("test", repo, out=tmp_path / "fresh_clone_test.json")
     assert not (tmp_path / "fresh_clone_test.json").exists()
+
+
+def test_the_deviations_table_says_when_04_does_not_run_what_the_grid_chose():
+    flip = {"flip": True, "degrees": 0.0, "translate": 0.0, "scale": [1.0, 1.0]}
+    m = {"student_kd": {"run": {"config": {"temperature": 1.0, "alpha": 0.3, "epochs": 50}}},
+         "student_scratch": {"run": {"augmentation": flip}},
+         "kd_sweep": {"temperatures": [1.0, 2.0, 4.0], "alphas": [0.5, 0.9], "epochs": 30, "teacher_mode": "views",
+                      "best": {"temperature": 2.0, "alpha": 0.9, "val_accuracy": 0.94},
+                      "scratch_val_accuracy": {"flip": 0.931, "homework": 0.935}}}
+    evidence, basis = reproduce.grid_evidence(m)
+    assert "3 x 2 settings, 30 epochs each, views soft targets" in evidence
+    assert basis.startswith("validation;") and "short budget" not in basis and "T = 2, alpha = 0.9" in basis
+    scratch, scratch_basis = reproduce.scratch_evidence(m)
+    assert "flip 93.10 %, homework 93.50 %" in scratch and "`06`'s best is homework" in scratch_basis
+    m["student_kd"]["run"]["config"].update(temperature=2.0, alpha=0.9)
+    m["kd_sweep"]["scratch_val_accuracy"]["flip"] = 0.94
+    assert reproduce.grid_evidence(m)[1] == "validation" and reproduce.scratch_evidence(m)[1] == "validation"
+    del m["kd_sweep"]
+    assert reproduce.grid_evidence(m) == ("—", "not tuned") and reproduce.scratch_evidence(m) == ("flip", "—")
