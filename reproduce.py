@@ -696,7 +696,6 @@ README_START, README_END = "<!-- results: written by reproduce.py from report/me
 
 
 TIMES_START = "<!-- times: written by reproduce.py -->"
-# `time bash .ci/run` in a fresh clone (set-up and the whole suite), measured by hand: update it with the suite
 def render_times(m: dict) -> str:
     """The README's table of how long the two commands take: as last timed on a fresh clone
     (`tools/time_fresh_clone.py`, report/metrics/fresh_clone_<target>.json); `make reproduce`, until it is
