@@ -696,6 +696,8 @@ README_START, README_END = "<!-- results: written by reproduce.py from report/me
 
 
 TIMES_START = "<!-- times: written by reproduce.py -->"
+
+
 def render_times(m: dict) -> str:
     """The README's table of how long the two commands take: as last timed on a fresh clone
     (`tools/time_fresh_clone.py`, report/metrics/fresh_clone_<target>.json); `make reproduce`, until it is
