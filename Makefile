@@ -40,7 +40,7 @@ quick: setup
 	$(PY) reproduce.py --profile quick
 
 test: setup
-	MPLBACKEND=agg $(PY) -m pytest -q
+	MPLBACKEND=agg $(PY) -m pytest -q -n auto --dist worksteal
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -169,13 +169,14 @@ def fashion_mnist_splits(data_dir=None, download: bool = False, n_val: int = 500
     return splits
 
 
-def first_images(data: dict, n_train: int | None = None, n_test: int | None = None) -> dict:
-    """`data` with only its first n_train training and n_test test images (quick runs); None keeps all.
-    The validation split is never trimmed: model selection always sees all of it."""
+def first_images(data: dict, n_train: int | None = None, n_test: int | None = None, n_val: int | None = None) -> dict:
+    """`data` with only its first n_train training, n_test test and n_val validation images (quick runs); None
+    keeps all (a real run never trims the validation split: model selection sees all of it)."""
     if n_train:
         for key in ("train_images", "train_labels", "train_index"):
             data[key] = data[key][:n_train]
     data["test_images"], data["test_labels"] = data["test_images"][:n_test], data["test_labels"][:n_test]
+    data["val_images"], data["val_labels"] = data["val_images"][:n_val], data["val_labels"][:n_val]
     return data
 
 
@@ -1254,7 +1255,7 @@ def check_parameters(**params) -> None:
     for name, value in params.items():
         if name in ("epochs", "batch_size", "seeds", "calibration_images", "repeats") and not (isinstance(value, int) and value > 0):
             fail(name, value, "a positive integer")
-        if name in ("max_batches", "n_train", "n_test") and value is not None and not (isinstance(value, int) and value > 0):
+        if name in ("max_batches", "n_train", "n_test", "n_val") and value is not None and not (isinstance(value, int) and value > 0):
             fail(name, value, "None or a positive integer")
         if name == "patience" and not (isinstance(value, int) and value >= 0):
             fail(name, value, "a non-negative integer")

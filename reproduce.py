@@ -34,20 +34,20 @@ HOMEWORK_TEST_ACCURACY = 0.9393   # the homework report's best run, with the cou
 def quick_parameters(out: Path) -> dict[str, dict]:
     """Small settings that exercise every cell; all outputs go under `out`."""
     common = {"figures_dir": str(out / "figures"), "metrics_dir": str(out / "metrics")}
-    students = {**common, "n_train": 512, "n_test": 500, "progress": False, "checkpoint_dir": str(out / "checkpoints"),
+    students = {**common, "n_train": 256, "n_test": 500, "progress": False, "checkpoint_dir": str(out / "checkpoints"),
                 "run_dir": str(out / "runs")}
     return {
-        "00_train_teacher": {"arch": "resnet50", "epochs": 1, "max_batches": 2, "n_test": 500, "progress": False,
+        "00_train_teacher": {"arch": "resnet50", "epochs": 1, "max_batches": 2, "n_test": 500, "n_val": 500, "progress": False,
                              "metrics_dir": str(out / "metrics"), "run_dir": str(out / "runs"),
                              "checkpoint": str(out / "checkpoints" / "teacher_resnet50.pt")},
         "01_data_exploration": common,
         "02_teacher_evaluation": {**common, "n_test": 500, "n_train_check": 200},
         "03_student_design": {"metrics_dir": str(out / "metrics")},
-        "04_distillation": {**students, "epochs": 2},
+        "04_distillation": {**students, "epochs": 2, "compile": False},
         "04b_improved_student": {**students, "epochs": 1, "compile": False},
         "05_beyond_the_baseline": {**common, "n_test": 500, "repeats": 3, "calibration_images": 200,
                                    "int8_dir": str(out / "checkpoints"), "run_dir": str(out / "runs")},
-        "06_kd_variants": {**common, "temperatures": [4.0], "alphas": [0.5], "epochs": 1, "n_train": 512, "views": 2,
+        "06_kd_variants": {**common, "temperatures": [4.0], "alphas": [0.5], "epochs": 1, "n_train": 256, "views": 2,
                            "dkd": {"temperature": 4.0, "alpha": 1.0, "beta": 8.0}, "compile": False,
                            "run_dir": str(out / "runs")},
     }

@@ -1,7 +1,7 @@
 """Distillation throughput on this machine: the conventional pipeline against the project's loop.
 
     python benchmarks/kd_throughput.py            # the README's table (a few minutes on 2 cores)
-    python benchmarks/kd_throughput.py --tiny     # a few batches, as the test suite runs it
+    python benchmarks/kd_throughput.py --tiny     # a few small batches, as the test suite runs it
 
 (a) conventional: a Dataset of PIL images with torchvision transforms (flip, 3 channels, normalise)
     in a DataLoader, the ResNet50 teacher run on every augmented batch;
@@ -42,11 +42,11 @@ class PILFashionMNIST(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i].numpy(), mode="L")), int(self.labels[i])
 
 
-def conventional(data, teacher, batches, warmup, workers):
+def conventional(data, teacher, batches, warmup, workers, batch_size):
     mean, std = data["normalize"]["mean"], data["normalize"]["std"]
     transform = T.Compose([T.RandomHorizontalFlip(), T.Grayscale(3), T.ToTensor(), T.Normalize(mean, std)])
     loader = torch.utils.data.DataLoader(PILFashionMNIST(data["train_images"], data["train_labels"], transform),
-                                         batch_size=128, shuffle=True, num_workers=workers)
+                                         batch_size=batch_size, shuffle=True, num_workers=workers)
     student = kd.StudentNet()
     opt = torch.optim.Adam(student.parameters(), 1e-3)
     seen, start = 0, None
@@ -65,11 +65,11 @@ def conventional(data, teacher, batches, warmup, workers):
     return seen / (time.perf_counter() - start)
 
 
-def project_loop(data, teacher, batches, warmup, cached_logits=None, views=None, compile=True):
+def project_loop(data, teacher, batches, warmup, batch_size, cached_logits=None, views=None, compile=True):
     student = kd.StudentNet().to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(student.parameters(), 1e-3)
     forward = kd.compiled(student) if compile else student
-    config = kd.TrainConfig(batch_size=128, augmentation=AUG)
+    config = kd.TrainConfig(batch_size=batch_size, augmentation=AUG)
 
     def run(n):
         start = time.perf_counter()
@@ -79,12 +79,12 @@ def project_loop(data, teacher, batches, warmup, cached_logits=None, views=None,
                            teacher_logits=cached_logits, views=views)
         return time.perf_counter() - start
     run(warmup)  # includes compiling
-    return batches * 128 / run(batches)
+    return batches * batch_size / run(batches)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="a few batches only (the test suite's smoke run)")
+    parser.add_argument("--tiny", action="store_true", help="a few batches of 16 only (the test suite's smoke run)")
     parser.add_argument("--teacher", default="checkpoints/teacher_resnet50.pt")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional pipeline")
     parser.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads (default: PyTorch's choice)")
@@ -92,32 +92,32 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    batches, warmup, repeats = (3, 1, 2) if args.tiny else (60, 5, 50)
+    batches, warmup, repeats, batch_size, big = (3, 1, 2, 16, 16) if args.tiny else (60, 5, 50, 128, 256)
     torch.manual_seed(0)
     data = kd.fashion_mnist_splits()
     teacher, teacher_meta = kd.load_checkpoint(kd.project_path(args.teacher))
     teacher = teacher.to(memory_format=torch.channels_last)
-    n_cache = 128 * (batches + warmup)
+    n_cache = batch_size * (batches + warmup)
     cached = kd.predict(teacher, data["train_images"][:n_cache], data["normalize"])
     cached = torch.stack([cached, kd.predict(teacher, data["train_images"][:n_cache], data["normalize"], flip=True)])
     small = {**data, "train_images": data["train_images"][:n_cache], "train_labels": data["train_labels"][:n_cache]}
     views = kd.ViewCache(kd.view_parameters(0, data["train_index"][:n_cache].numpy()[None], torch.arange(8).numpy()[:, None]),
                          torch.randn(8, n_cache, 10).half(), {"key": "benchmark"})
 
-    rows = {"(a) conventional: PIL transforms + DataLoader, online teacher": conventional(data, teacher, batches, warmup, args.workers),
-            "(b) project loop, online teacher": project_loop(small, teacher, batches, warmup, compile=not args.no_compile),
-            CACHED: project_loop(small, teacher, batches, warmup, cached, compile=not args.no_compile),
-            VIEWS: project_loop(small, teacher, batches, warmup, views=views, compile=not args.no_compile)}
+    rows = {"(a) conventional: PIL transforms + DataLoader, online teacher": conventional(data, teacher, batches, warmup, args.workers, batch_size),
+            "(b) project loop, online teacher": project_loop(small, teacher, batches, warmup, batch_size, compile=not args.no_compile),
+            CACHED: project_loop(small, teacher, batches, warmup, batch_size, cached, compile=not args.no_compile),
+            VIEWS: project_loop(small, teacher, batches, warmup, batch_size, views=views, compile=not args.no_compile)}
     base = rows["(a) conventional: PIL transforms + DataLoader, online teacher"]
-    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {batches} batches of 128 after {warmup} warm-up, "
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {batches} batches of {batch_size} after {warmup} warm-up, "
              f"project loop {'eager' if args.no_compile else 'compiled (torch.compile)'}, teacher {teacher_meta['arch']}",
              "", "| distillation training | images/s | vs (a) |", "|---|---:|---:|"]
     lines += [f"| {name} | {speed:,.0f} | {speed / base:.1f}x |" for name, speed in rows.items()]
-    lines += ["", "| inference | latency, batch 1 (ms) | throughput, batch 256 (images/s) |", "|---|---:|---:|"]
+    lines += ["", f"| inference | latency, batch 1 (ms) | throughput, batch {big} (images/s) |", "|---|---:|---:|"]
     inference = {}
     for name, model in (("student (StudentNet)", kd.StudentNet()), ("teacher (ResNet50)", teacher)):
         inference[name] = {"latency_ms": kd.inference_speed(model, 1, repeats * 4)["latency_ms"],
-                           "images_per_s": kd.inference_speed(model, 256, max(2, repeats // 5))["images_per_s"]}
+                           "images_per_s": kd.inference_speed(model, big, max(2, repeats // 5))["images_per_s"]}
         lines.append(f"| {name} | {inference[name]['latency_ms']:.2f} | {inference[name]['images_per_s']:,.0f} |")
     print("\n".join(lines))
     if not args.tiny:  # the records the README and the report read

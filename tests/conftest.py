@@ -6,7 +6,11 @@ import torch
 
 os.environ.setdefault("MPLBACKEND", "agg")
 os.environ["KD_RUNS_DIR"] = tempfile.mkdtemp(prefix="kd-test-runs-")  # tests never touch the real runs folder
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one thread each, for the workers and their kernels
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 import kd_helpers as kd  # noqa: E402
 

@@ -103,7 +103,7 @@ def test_throughput_benchmark_runs_tiny(capsys, monkeypatch):
     import runpy
     from pathlib import Path
     root = Path(reproduce.__file__).parent
-    # eager: torch.compile costs a minute here per loop and is exercised by 04's quick run
+    # eager: torch.compile costs a minute here per loop; a unit test compiles the student once
     monkeypatch.setattr("sys.argv", ["kd_throughput.py", "--tiny", "--workers", "0", "--no-compile"])
     runpy.run_path(str(root / "benchmarks" / "kd_throughput.py"), run_name="__main__")
     out = capsys.readouterr().out
@@ -128,7 +128,7 @@ def test_gpu_teacher_tool_runs_00_without_jupyter_and_returns_the_checkpoint_in_
     import sys
     out = tmp_path / "out"
     subprocess.run([sys.executable, str(reproduce.ROOT / "tools" / "gpu_teacher.py"), str(out), "data_dir=None",
-                    'arch="student_net"', "epochs=1", "max_batches=2"], check=True, timeout=600,
+                    'arch="student_net"', "epochs=1", "max_batches=2", "n_val=500", "n_test=500"], check=True, timeout=600,
                    env={**os.environ, "KD_RUNS_DIR": str(tmp_path / "runs")})
     parts = sorted(out.glob("teacher_resnet50.pt.part*"))
     assert parts and all(p.stat().st_size <= 15 * 1024 * 1024 for p in parts)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import kd_helpers as kd
 
@@ -258,6 +259,26 @@ def test_compiled_falls_back_to_eager_when_compiling_fails(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken_at_once)
     with pytest.warns(UserWarning, match="Windows not yet supported"):
         assert kd.compiled(model) is model
+
+
+def test_compiled_student_trains_like_the_eager_one(recwarn):
+    """The real torch.compile (this machine has a C++ compiler): one step gives the eager step's loss and weights."""
+    torch.manual_seed(0)
+    eager, fast = kd.StudentNet(), kd.StudentNet()
+    fast.load_state_dict(eager.state_dict())
+    x, y = torch.randn(16, 3, 28, 28), torch.randint(0, 10, (16,))
+    losses = []
+    for model, forward in ((eager, eager), (fast, kd.compiled(fast))):
+        model.eval()   # no dropout: the two steps see the same network
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss = F.cross_entropy(forward(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert not [w for w in recwarn if "torch.compile is unavailable" in str(w.message)]   # it really compiled
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    for a, b in zip(eager.parameters(), fast.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_compiled_does_not_hide_a_real_error(monkeypatch):
