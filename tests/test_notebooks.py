@@ -28,7 +28,8 @@ def test_papermill_reads_every_parameter(name):
 
 @pytest.fixture(scope="module")
 def shared_runs(tmp_path_factory):
-    """One runs folder for the students' quick runs: 04b finds the teacher logits 04 cached, as a user's would."""
+    """One runs folder for the students' quick runs: 04b finds the teacher logits 04 cached, as a user's would
+    (when the two run in the same pytest-xdist worker; otherwise 04b caches them itself)."""
     return tmp_path_factory.mktemp("runs")
 
 
