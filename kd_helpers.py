@@ -582,13 +582,15 @@ def compiled(model: nn.Module):
 
 def train_one_epoch(model, images, labels, normalize, config: TrainConfig, *, optimizer, generator, epoch=0,
                     teacher=None, teacher_logits=None, views=None, lr_at=None, max_batches=None, progress=False,
-                    forward=None):
+                    forward=None, resume=None, on_batch=None):
     """One pass over (images, labels), uint8 on the model's device, with one of three sources of soft targets:
     a `teacher` module run on every augmented batch (online), its cached `teacher_logits` (2, N, C: each image
     and its mirror, aligned with `images`), or a `ViewCache` `views` (one of its views of each image, drawn per
     epoch, with the teacher's logits on exactly that view). With one, the loss is `distillation_loss` (method
     "kd") or `decoupled_kd_loss` ("dkd"); without, cross-entropy. `lr_at(step)` sets the learning rate per
     batch; `forward` replaces `model` for the training forward pass (e.g. `compiled(model)`).
+    `on_batch(step, snapshot)` is called after each batch; `snapshot()` returns what `resume` takes to continue the
+    epoch after that batch exactly as if it had never stopped (batch number, random states, running sums).
     Returns mean loss and accuracy on the augmented training batches."""
     c = config
     device = next(model.parameters()).device
@@ -600,8 +602,14 @@ def train_one_epoch(model, images, labels, normalize, config: TrainConfig, *, op
     order = batches(len(images), c.batch_size, shuffle=True, generator=generator)[:max_batches]
     total_loss = torch.zeros((), device=device)  # summed on the device: no host sync per batch for the sums
     total_correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    for step, idx in enumerate(_progress(order, progress, f"epoch {epoch + 1}")):
+    seen, first = 0, 0
+    if resume is not None:   # the order above is the epoch's; the random state goes on from the saved batch
+        first, seen = resume["step"], resume["seen"]
+        generator.set_state(resume["generator"])
+        _set_rng_state(resume["rng"], device)
+        total_loss += resume["loss"].to(device)
+        total_correct += resume["correct"].to(device)
+    for step, idx in enumerate(_progress(order[first:], progress, f"epoch {epoch + 1}"), first):
         on_device = idx.to(device)
         x = images[on_device].unsqueeze(1).float().div_(255)
         if views is not None:
@@ -633,7 +641,23 @@ def train_one_epoch(model, images, labels, normalize, config: TrainConfig, *, op
         total_loss += loss.detach() * len(idx)
         total_correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
+        if on_batch is not None:
+            on_batch(step + 1, lambda s=step + 1, n=seen: {
+                "step": s, "seen": n, "generator": generator.get_state(), "rng": _rng_state(device),
+                "loss": total_loss.detach().cpu(), "correct": total_correct.detach().cpu()})
     return total_loss.item() / seen, total_correct.item() / seen
+
+
+def _rng_state(device) -> torch.Tensor:
+    """The random state that dropout draws from on `device`."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_rng_state(state: torch.Tensor, device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state.cpu(), device)
+    else:
+        torch.set_rng_state(state.cpu())
 
 
 def _progress(items, enabled, desc):
@@ -654,15 +678,17 @@ def one_cycle(peak_lr: float, total_steps: int, warmup: float = 0.15):
 
 
 def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits=None, views=None, checkpoint=None,
-        settings=None, log_file=None, max_batches=None, progress=False, compile=False) -> dict:
+        settings=None, log_file=None, max_batches=None, progress=False, compile=False, save_every: float = 300.0) -> dict:
     """Train `model` on data["train_*"] with `config` (a TrainConfig or its keywords) and the soft targets of
     `teacher`, `teacher_logits` or `views` (see train_one_epoch; none: from scratch); keep the epoch with the
     best validation accuracy, whose weights are loaded into `model` at the end.
 
     With `checkpoint` (a path), the state after each epoch is written there atomically, with a status file
     beside it (`status_path`), and a later call with the same `settings` (a plain dict naming the run) resumes
-    from it; a checkpoint of other settings is refused. Every epoch draws its randomness from the seed and its
-    own number, so a resumed run equals an uninterrupted one. `compile` trains through `compiled(model)`.
+    from it; a checkpoint of other settings is refused. Within a long epoch the state is also written every
+    `save_every` seconds, so an interruption loses at most that much. Every epoch draws its randomness from the
+    seed and its own number, and a resumed epoch continues from the saved random state, so a resumed run equals
+    an uninterrupted one. `compile` trains through `compiled(model)`.
     Returns the history (one dict per epoch, with the precision it ran in), best epoch, best validation
     accuracy and training seconds."""
     c = config if isinstance(config, TrainConfig) else TrainConfig(**config)
@@ -678,6 +704,7 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
                if c.schedule == "plateau" else None)
     lr_curve = one_cycle(c.lr, c.epochs * steps) if c.schedule == "one_cycle" else None
     state = {"epoch": 0, "history": [], "best": None, "best_val_accuracy": -1.0, "train_seconds": 0.0}
+    partial = None   # the epoch in progress when the run stopped: its batches done, random state and running sums
     if checkpoint is not None and Path(checkpoint).exists():
         saved = _load_resumable(checkpoint, device)
         same = lambda d: json.dumps(d or {}, sort_keys=True, default=str)  # noqa: E731
@@ -688,24 +715,45 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
         opt.load_state_dict(saved["optimizer"])
         if plateau is not None:
             plateau.load_state_dict(saved["scheduler"])
-        state = saved["state"]
+        state, partial = saved["state"], saved.get("partial")
         for h in state["history"]:
             print(_epoch_line(h, c.epochs, eta=None))
-        _log(f"resumed from {checkpoint} after epoch {state['epoch']}", log_file)
+        _log(f"resumed from {checkpoint} after epoch {state['epoch']}"
+             + (f", batch {partial['step']} of {steps}" if partial else ""), log_file)
+
+    def write_status(batch=0, eta=None):
+        write_json({"epoch": state["epoch"], "epochs": c.epochs, "batch": batch, "batches": steps,
+                    "best_epoch": state.get("best_epoch"), "best_val_accuracy": state["best_val_accuracy"],
+                    "eta_seconds": eta, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, status_path(checkpoint))
+
+    def save(partial_epoch=None, eta=None):
+        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": plateau.state_dict() if plateau is not None else {},
+                     "state": state, "config": settings or {}, **({"partial": partial_epoch} if partial_epoch else {})},
+                    checkpoint)
+        write_status(partial_epoch["step"] if partial_epoch else 0, eta)
+
     if checkpoint is not None and state["epoch"] < c.epochs:  # `run_status` sees the run before its first epoch ends
-        write_json({"epoch": state["epoch"], "epochs": c.epochs, "best_epoch": state.get("best_epoch"),
-                    "best_val_accuracy": state["best_val_accuracy"], "eta_seconds": None,
-                    "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, status_path(checkpoint))
+        write_status(partial["step"] if partial else 0)
     forward = compiled(model) if compile and state["epoch"] < c.epochs else model
     for epoch in range(state["epoch"], c.epochs):
-        start = time.time()
+        start = time.time() - (partial["seconds"] if partial else 0.0)
         generator = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
         torch.manual_seed(c.seed * 100_003 + epoch)  # dropout
         lr_at = (lambda step, e=epoch: lr_curve(e * steps + step)) if lr_curve else None
+        last_save = time.time()
+
+        def on_batch(step, snapshot):
+            nonlocal last_save
+            if checkpoint is not None and step < steps and time.time() - last_save >= save_every:
+                seconds = time.time() - start   # the time left, from this epoch's pace (validation aside)
+                save({**snapshot(), "seconds": seconds}, eta=seconds / step * ((c.epochs - epoch) * steps - step))
+                last_save = time.time()
         train_loss, train_acc = train_one_epoch(
             model, train_x, train_y, data["normalize"], c, optimizer=opt, generator=generator, epoch=epoch,
             teacher=teacher, teacher_logits=teacher_logits, views=views, lr_at=lr_at, max_batches=max_batches,
-            progress=progress, forward=forward)
+            progress=progress, forward=forward, resume=partial, on_batch=on_batch)
+        partial = None
         val = evaluate(model, data["val_images"], data["val_labels"], data["normalize"])
         current_lr = opt.param_groups[0]["lr"]
         if plateau is not None:
@@ -724,12 +772,7 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
         eta = sum(recent) / len(recent) * (c.epochs - state["epoch"])
         _log(_epoch_line(state["history"][-1], c.epochs, eta), log_file)
         if checkpoint is not None:
-            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": plateau.state_dict() if plateau is not None else {},
-                         "state": state, "config": settings or {}}, checkpoint)
-            write_json({"epoch": state["epoch"], "epochs": c.epochs, "best_epoch": state["best_epoch"],
-                        "best_val_accuracy": state["best_val_accuracy"], "eta_seconds": eta,
-                        "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, status_path(checkpoint))
+            save(eta=eta)
     model.load_state_dict(state["best"])
     return {"history": state["history"], "best_epoch": state.get("best_epoch"),
             "best_val_accuracy": state["best_val_accuracy"], "train_seconds": state["train_seconds"]}
@@ -789,8 +832,8 @@ def status_path(checkpoint) -> Path:
 
 
 def run_status(run_dir) -> list[str]:
-    """One line per run under `run_dir` or its folders (newest first): epoch N of M, best validation accuracy so
-    far and the estimated time left, from the status files that `fit` writes after every epoch."""
+    """One line per run under `run_dir` or its folders (newest first): epoch N of M (and the batches done of the
+    next), best validation accuracy so far and the estimated time left, from the status files that `fit` writes."""
     lines = []
     for path in sorted(Path(run_dir).rglob("*.status.json"), key=lambda p: p.stat().st_mtime, reverse=True):
         s = json.loads(path.read_text())
@@ -799,8 +842,8 @@ def run_status(run_dir) -> list[str]:
         best = (f"best validation accuracy {100 * s['best_val_accuracy']:.2f} % (epoch {s['best_epoch']})"
                 if s["best_epoch"] else "no epoch finished yet")
         name = path.relative_to(run_dir).as_posix().removesuffix(".status.json")
-        lines.append(f"{name}: epoch {s['epoch']} of {s['epochs']}, {best}, {left} "
-                     f"(updated {s['updated']})")
+        into = f", {s['batch']} of {s['batches']} batches into epoch {s['epoch'] + 1}" if s.get("batch") else ""
+        lines.append(f"{name}: epoch {s['epoch']} of {s['epochs']}{into}, {best}, {left} (updated {s['updated']})")
     return lines
 
 

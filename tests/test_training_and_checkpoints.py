@@ -75,6 +75,37 @@ def test_killed_run_resumes_from_a_fresh_checkout_and_equals_an_uninterrupted_ru
     assert "killed: epoch 3 of 3" in "\n".join(kd.run_status(tmp_path / "runs"))
 
 
+def test_a_run_stopped_within_an_epoch_resumes_from_its_last_saved_batch(small_data, tmp_path, monkeypatch):
+    """A long epoch is saved every `save_every` seconds (here: after every batch); a run interrupted in its second
+    epoch resumes from the last batch saved, not from the epoch's start, and ends as an uninterrupted run does."""
+    config = dict(epochs=2, batch_size=64, seed=5, augmentation={"flip": True, "degrees": 10.0})
+
+    def train(checkpoint):
+        torch.manual_seed(0)
+        model = kd.StudentNet()   # dropout: the resumed epoch must continue its random state too
+        result = kd.fit(model, small_data, config, checkpoint=checkpoint, settings=config, save_every=0)
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in result["history"]], model.state_dict()
+
+    uninterrupted, weights = train(tmp_path / "straight.resume.pt")
+    calls, augment = [], kd.augment
+
+    def stop_at_the_third_batch_of_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8 + 3:   # 512 images in batches of 64: 8 a epoch
+            raise KeyboardInterrupt
+        return augment(*args, **kwargs)
+    monkeypatch.setattr(kd, "augment", stop_at_the_third_batch_of_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "stopped.resume.pt")
+    monkeypatch.setattr(kd, "augment", augment)
+    status = json.loads((tmp_path / "stopped.status.json").read_text())
+    assert (status["epoch"], status["batch"], status["batches"]) == (1, 2, 8)
+    assert "epoch 1 of 2, 2 of 8 batches into epoch 2" in kd.run_status(tmp_path)[0]
+    resumed, resumed_weights = train(tmp_path / "stopped.resume.pt")
+    assert resumed == uninterrupted
+    assert all(torch.equal(weights[k], resumed_weights[k]) for k in weights)
+
+
 def test_runs_live_outside_the_repository_unless_told_otherwise(monkeypatch, tmp_path):
     monkeypatch.delenv("KD_RUNS_DIR", raising=False)
     assert kd.runs_dir() == kd.Path.home() / ".cache" / "kd-fashion"
