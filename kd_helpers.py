@@ -733,8 +733,12 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
                     checkpoint)
         write_status(partial_epoch["step"] if partial_epoch else 0, eta)
 
-    if checkpoint is not None and state["epoch"] < c.epochs:  # `run_status` sees the run before its first epoch ends
-        write_status(partial["step"] if partial else 0)
+    def time_left():  # from the last epochs: a pause or a busy spell fades out
+        recent = [h["seconds"] for h in state["history"][-3:]]
+        return sum(recent) / len(recent) * (c.epochs - state["epoch"]) if recent else None
+
+    if checkpoint is not None and state["epoch"] < c.epochs:  # `run_status` sees the run before its epoch ends
+        write_status(partial["step"] if partial else 0, time_left())
     forward = compiled(model) if compile and state["epoch"] < c.epochs else model
     for epoch in range(state["epoch"], c.epochs):
         start = time.time() - (partial["seconds"] if partial else 0.0)
@@ -768,8 +772,7 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
             state["best"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             state["best_epoch"] = epoch + 1
         state["epoch"] = epoch + 1
-        recent = [h["seconds"] for h in state["history"][-3:]]  # the last epochs: a pause or a busy spell fades out
-        eta = sum(recent) / len(recent) * (c.epochs - state["epoch"])
+        eta = time_left()
         _log(_epoch_line(state["history"][-1], c.epochs, eta), log_file)
         if checkpoint is not None:
             save(eta=eta)

@@ -101,6 +101,12 @@ def test_a_run_stopped_within_an_epoch_resumes_from_its_last_saved_batch(small_d
     status = json.loads((tmp_path / "stopped.status.json").read_text())
     assert (status["epoch"], status["batch"], status["batches"]) == (1, 2, 8)
     assert "epoch 1 of 2, 2 of 8 batches into epoch 2" in kd.run_status(tmp_path)[0]
+    assert "h left" in kd.run_status(tmp_path)[0]   # from the epoch's pace so far
+    monkeypatch.setattr(kd, "train_one_epoch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):   # resumed, then stopped at once: status still knows the time left
+        train(tmp_path / "stopped.resume.pt")
+    assert "h left" in kd.run_status(tmp_path)[0]
+    monkeypatch.undo()
     resumed, resumed_weights = train(tmp_path / "stopped.resume.pt")
     assert resumed == uninterrupted
     assert all(torch.equal(weights[k], resumed_weights[k]) for k in weights)
