@@ -194,6 +194,9 @@ def render_summary(m: dict) -> str:
     better = m.get("student_improved")
     better_row = (f"| GapStudentNet, distilled (`04b`) | {better['run']['parameters']:,} | "
                   f"{pct(better['test_accuracy'])} | — |\n") if better else ""
+    alone = m.get("student_improved_scratch")
+    better_row += (f"| GapStudentNet, from scratch (`04b`, full profile) | {alone['run']['parameters']:,} | "
+                   f"{pct(alone['test_accuracy'])} | — |\n") if alone else ""
     return f"""| model | parameters | test accuracy, seed 0 | test accuracy over seeds |
 |---|---:|---:|---:|
 | ResNet50 teacher | {teacher['parameters']:,} | {pct(teacher['test_accuracy'])} | — |
@@ -527,8 +530,9 @@ plateau scheduler; it does not state its optimiser, temperature, alpha, epochs o
 def render_reproduction(m: dict) -> str:
     """How to reproduce, with every notebook run's time from the last runs (one row per record), and the
     training time of each shipped model."""
-    runtimes = m.get("runtimes", {}).get("seconds", {})
-    rows = "\n".join(f"| `{record}` | {seconds / 60:.1f} min |" for record, seconds in runtimes.items())
+    runtimes, cpus = m.get("runtimes", {}).get("seconds", {}), m.get("runtimes", {}).get("cpu", {})
+    rows = "\n".join(f"| `{record}` | {seconds / 60:.1f} min | {cpus.get(record, 'not recorded')} |"
+                     for record, seconds in runtimes.items())
     tmeta = m["teacher_evaluation"]["teacher_meta"]
     trained = [("teacher (`00`, its last fine-tuning stage)" if tmeta.get("init_from") else "teacher (`00`)", tmeta), ("KD student (`04`)", m["student_kd"]["run"]),
                ("scratch student (`04`)", m["student_scratch"]["run"])]
@@ -546,11 +550,12 @@ python reproduce.py --profile full   # adds 04 with seeds 1-4, 04b from scratch 
 make teacher     # the teacher (00): hours on a CPU, resumable; make status says where it stands
 ```
 
-The time of each record's last run, on this project's 2-core CPU machine (a run that resumed finished
-training checkpoints takes minutes):
+The time of each record's last run, on this project's 2-core CPU machines (a run that resumed finished
+training checkpoints takes minutes). Their CPUs differ: the students train about twice as fast on an AMD EPYC
+with AVX-512 (VNNI) as on one with AVX2 only, so compare times within one CPU:
 
-| record in `report/executed/` | time |
-|---|---:|
+| record in `report/executed/` | time | CPU |
+|---|---:|---|
 {rows}
 
 Training time of each shipped model (its checkpoint's record):
@@ -747,8 +752,10 @@ def record_runtime(record: str, seconds: float) -> None:
     path = ROOT / "report" / "metrics" / "runtimes.json"
     runtimes = json.loads(path.read_text()) if path.exists() else {"seconds": {}}
     runtimes["seconds"][record] = round(seconds, 1)
-    runtimes["seconds"] = {r: s for r, s in runtimes["seconds"].items() if r in RECORDS
-                           and (ROOT / "report" / "executed" / f"{r}.ipynb").exists()}
+    runtimes.setdefault("cpu", {})[record] = kd.cpu_name()
+    kept = lambda r: r in RECORDS and (ROOT / "report" / "executed" / f"{r}.ipynb").exists()  # noqa: E731
+    runtimes["seconds"] = {r: s for r, s in runtimes["seconds"].items() if kept(r)}
+    runtimes["cpu"] = {r: c for r, c in runtimes["cpu"].items() if kept(r)}
     runtimes["run"] = kd.run_info()
     kd.write_json(runtimes, path)
 

@@ -172,6 +172,10 @@ def test_summary_lists_the_improved_student_when_it_ran():
     assert "GapStudentNet" not in reproduce.render_summary(metrics)
     metrics["student_improved"] = {"run": {"parameters": 94_250}, "val_accuracy": 0.9412, "test_accuracy": 0.9387}
     assert "| GapStudentNet, distilled (`04b`) | 94,250 | 93.87 % | — |" in reproduce.render_summary(metrics)
+    metrics.pop("student_improved_scratch", None)
+    assert "GapStudentNet, from scratch" not in reproduce.render_summary(metrics)
+    metrics["student_improved_scratch"] = {"run": {"parameters": 94_250}, "val_accuracy": 0.94, "test_accuracy": 0.9361}
+    assert "| GapStudentNet, from scratch (`04b`, full profile) | 94,250 | 93.61 % | — |" in reproduce.render_summary(metrics)
 
 
 def test_confidence_interval_of_paired_differences_uses_students_t():
@@ -184,7 +188,7 @@ def test_confidence_interval_of_paired_differences_uses_students_t():
 
 def test_reproduction_table_has_one_row_per_record_and_no_duplicates():
     text = (REPORT / "report.md").read_text().split("## Reproduction", 1)[1].split("## References")[0]
-    rows = re.findall(r"^\| `([\w]+)` \| [\d.]+ min \|$", text, flags=re.M)
+    rows = re.findall(r"^\| `([\w]+)` \| [\d.]+ min \| [^|]+ \|$", text, flags=re.M)
     records = sorted(p.stem for p in (REPORT / "executed").glob("*.ipynb"))
     assert sorted(rows) == records and len(rows) == len(set(rows))
     models = re.findall(r"^\| (teacher|KD student|scratch student|improved student) .*\| \d+ min \|$", text, flags=re.M)

@@ -127,3 +127,24 @@ def test_the_deviations_table_says_when_04_does_not_run_what_the_grid_chose():
     assert reproduce.grid_evidence(m)[1] == "validation" and reproduce.scratch_evidence(m)[1] == "validation"
     del m["kd_sweep"]
     assert reproduce.grid_evidence(m) == ("—", "not tuned") and reproduce.scratch_evidence(m) == ("flip", "—")
+
+
+def test_each_records_time_keeps_the_cpu_it_ran_on(monkeypatch, tmp_path):
+    import kd_helpers
+    metrics = reproduce.load_metrics()   # the real report's, before ROOT moves
+    (tmp_path / "report" / "executed").mkdir(parents=True)
+    for record in ("03_student_design", "04_distillation"):
+        (tmp_path / "report" / "executed" / f"{record}.ipynb").touch()
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    monkeypatch.setattr(kd_helpers, "cpu_name", lambda: "CPU A")
+    reproduce.record_runtime("03_student_design", 6.0)
+    monkeypatch.setattr(kd_helpers, "cpu_name", lambda: "CPU B")
+    reproduce.record_runtime("04_distillation", 3000.0)
+    reproduce.record_runtime("06_kd_variants", 60.0)   # no record of it: not kept
+    runtimes = json.loads((tmp_path / "report" / "metrics" / "runtimes.json").read_text())
+    assert runtimes["seconds"] == {"03_student_design": 6.0, "04_distillation": 3000.0}
+    assert runtimes["cpu"] == {"03_student_design": "CPU A", "04_distillation": "CPU B"}
+    runtimes["seconds"]["05_beyond_the_baseline"] = 120.0   # timed before CPUs were kept
+    table = reproduce.render_reproduction({**metrics, "runtimes": runtimes})
+    assert "| `03_student_design` | 0.1 min | CPU A |" in table and "| `04_distillation` | 50.0 min | CPU B |" in table
+    assert "| `05_beyond_the_baseline` | 2.0 min | not recorded |" in table
