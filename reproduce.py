@@ -324,7 +324,11 @@ def render_improved(m: dict) -> str:
     cfg = run["config"]
     scratch = m.get("student_improved_scratch")
     versus = (f" Trained from scratch with the same budget (the full profile), the same architecture scores "
-              f"{pct(scratch['test_accuracy'])} (validation {pct(scratch['val_accuracy'])})." if scratch else "")
+              f"{pct(scratch['test_accuracy'])} (validation {pct(scratch['val_accuracy'])}): distilled minus scratch "
+              f"{100 * (s['test_accuracy'] - scratch['test_accuracy']):+.2f} points on the test set, "
+              f"{100 * (s['val_accuracy'] - scratch['val_accuracy']):+.2f} on validation, from one seed each; with a "
+              f"standard error of about {100 * binomial_se(s['test_accuracy'], m['teacher_evaluation']['n_test']):.2f} "
+              f"points on each test accuracy, one pair of runs does not settle it." if scratch else "")
     return f"""
 ### A better student under 100,000 parameters
 
@@ -551,8 +555,8 @@ make teacher     # the teacher (00): hours on a CPU, resumable; make status says
 ```
 
 The time of each record's last run, on this project's 2-core CPU machines (a run that resumed finished
-training checkpoints takes minutes). Their CPUs differ: the students train about twice as fast on an AMD EPYC
-with AVX-512 (VNNI) as on one with AVX2 only, so compare times within one CPU:
+training checkpoints takes minutes). Their CPUs differ: the students train two to three times as fast on those marked
+(VNNI), which have AVX-512, as on those with AVX2 only, so compare times within one CPU:
 
 | record in `report/executed/` | time | CPU |
 |---|---:|---|

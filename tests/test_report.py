@@ -106,6 +106,12 @@ def test_improved_student_section_appears_with_its_metrics():
     metrics["student_improved"] = {"run": run, "val_accuracy": 0.9412, "test_accuracy": 0.9387}
     text = reproduce.render_improved(metrics)
     assert "`student_gap`, 94,250 parameters" in text and "test 93.87 %" in text and "the shipped teacher" in text
+    metrics["student_improved_scratch"] = {"val_accuracy": 0.9402, "test_accuracy": 0.9340}
+    text = reproduce.render_improved(metrics)
+    assert "the same architecture scores 93.40 % (validation 94.02 %): distilled minus scratch +0.47 points on " \
+           "the test set, +0.10 on validation, from one seed each" in text
+    metrics.pop("student_improved_scratch")
+    assert "Trained from scratch" not in reproduce.render_improved(metrics)
 
 
 def test_summary_says_when_the_student_learnt_from_another_teacher():
@@ -169,6 +175,7 @@ def test_seed_table_gives_mean_and_std_of_runs_with_the_shipped_teacher_and_sett
 def test_summary_lists_the_improved_student_when_it_ran():
     metrics = reproduce.load_metrics(REPORT)
     metrics.pop("student_improved", None)
+    metrics.pop("student_improved_scratch", None)
     assert "GapStudentNet" not in reproduce.render_summary(metrics)
     metrics["student_improved"] = {"run": {"parameters": 94_250}, "val_accuracy": 0.9412, "test_accuracy": 0.9387}
     assert "| GapStudentNet, distilled (`04b`) | 94,250 | 93.87 % | — |" in reproduce.render_summary(metrics)
