@@ -23,6 +23,7 @@ import math
 import os
 import pickle
 import platform
+import statistics
 import subprocess
 import time
 import warnings
@@ -733,9 +734,7 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
                     checkpoint)
         write_status(partial_epoch["step"] if partial_epoch else 0, eta)
 
-    def time_left():  # from the last epochs: a pause or a busy spell fades out
-        recent = [h["seconds"] for h in state["history"][-3:]]
-        return sum(recent) / len(recent) * (c.epochs - state["epoch"]) if recent else None
+    time_left = lambda: seconds_left(state["history"], c.epochs)  # noqa: E731
 
     if checkpoint is not None and state["epoch"] < c.epochs:  # `run_status` sees the run before its epoch ends
         write_status(partial["step"] if partial else 0, time_left())
@@ -848,6 +847,13 @@ def run_status(run_dir) -> list[str]:
         into = f", {s['batch']} of {s['batches']} batches into epoch {s['epoch'] + 1}" if s.get("batch") else ""
         lines.append(f"{name}: epoch {s['epoch']} of {s['epochs']}{into}, {best}, {left} (updated {s['updated']})")
     return lines
+
+
+def seconds_left(history: list[dict], epochs: int) -> float | None:
+    """The time a run still needs: its epochs left times the median time of its last three epochs, so one epoch
+    slowed by a busy machine does not inflate the estimate; None before the first epoch."""
+    recent = [h["seconds"] for h in history[-3:]]
+    return statistics.median(recent) * (epochs - len(history)) if recent else None
 
 
 def run_name(prefix: str, config: dict, **extra) -> str:

@@ -138,6 +138,13 @@ def test_status_says_epoch_best_accuracy_and_time_left(small_data, tmp_path):
     assert any(line.startswith("sweep/kd_T2: epoch 0 of 2") for line in kd.run_status(tmp_path))
 
 
+def test_the_time_left_follows_the_typical_recent_epoch_not_one_slowed_by_a_busy_machine():
+    history = [{"seconds": s} for s in (2000, 2100, 8000, 2200)]   # the third epoch shared the CPU
+    assert kd.seconds_left(history, 10) == 6 * 2200
+    assert kd.seconds_left(history[:1], 3) == 2 * 2000
+    assert kd.seconds_left([], 3) is None
+
+
 def test_a_truncated_resumable_checkpoint_names_the_file_and_the_remedy(small_data, tmp_path):
     checkpoint = tmp_path / "run.resume.pt"
     kd.fit(kd.StudentNet(), small_data, dict(epochs=1, batch_size=64), checkpoint=checkpoint, max_batches=1)
