@@ -932,6 +932,20 @@ class ViewCache:
     def to(self, device) -> "ViewCache":
         return ViewCache(self.params.to(device), self.logits.to(device), self.meta)
 
+    def first(self, count: int) -> "ViewCache":
+        """The first `count` views of each image: the cache that `view_cache` builds with views=count (a view
+        is a function of its number), so comparing how many views a student needs costs no teacher time."""
+        if not 0 < count <= self.count:
+            raise ValueError(f"views = {count}: this cache holds {self.count} views of each image; ask for 1 to {self.count}")
+        meta = {**self.meta, "views": count}
+        return ViewCache(self.params[:count], self.logits[:count], {**meta, "key": _view_key(meta)})
+
+
+def _view_key(meta: dict) -> str:
+    """The key of a view cache: the teacher, the images and the view settings, the precision aside."""
+    fields = {k: meta[k] for k in ("teacher_sha256", "images_sha256", "views", "seed", "augmentation")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
 
 def view_cache(teacher, data: dict, teacher_sha256: str, *, views: int = 8, seed: int = 0, augmentation=None,
                cache_dir=ROOT / "cache", batch_size: int = 250, precision: str = "auto",
@@ -950,7 +964,7 @@ def view_cache(teacher, data: dict, teacher_sha256: str, *, views: int = 8, seed
     images, index = data["train_images"], data["train_index"]
     meta = {"teacher_sha256": teacher_sha256, "images_sha256": _images_sha256(images), "views": views, "seed": seed,
             "augmentation": plain(augmentation)}
-    meta["key"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    meta["key"] = _view_key(meta)
     device = next(teacher.parameters()).device
     meta["precision"] = resolve_precision(precision, device)
     path = Path(cache_dir) / f"views_{teacher_sha256[:12]}_{meta['key']}.pt"
@@ -1328,6 +1342,9 @@ def check_parameters(**params) -> None:
             fail(name, value, "'cached', 'views' or 'online'")
         if name == "views" and not (isinstance(value, int) and value > 0):
             fail(name, value, "a positive integer (views per training image)")
+        if name == "view_counts" and not (isinstance(value, list) and all(
+                isinstance(v, int) and 0 < v < params.get("views", math.inf) for v in value)):
+            fail(name, value, "a list of view counts below `views`, e.g. [2, 4] ([] for none)")
         if name == "students" and not (isinstance(value, list) and value and set(value) <= {"kd", "scratch"}):
             fail(name, value, "a list of 'kd' and/or 'scratch'")
         if name == "precision" and value not in PRECISIONS:

@@ -47,7 +47,7 @@ def quick_parameters(out: Path) -> dict[str, dict]:
         "04b_improved_student": {**students, "epochs": 1, "compile": False},
         "05_beyond_the_baseline": {**common, "n_test": 500, "repeats": 3, "calibration_images": 200,
                                    "int8_dir": str(out / "checkpoints"), "run_dir": str(out / "runs")},
-        "06_kd_variants": {**common, "temperatures": [4.0], "alphas": [0.5], "epochs": 1, "n_train": 256, "views": 2,
+        "06_kd_variants": {**common, "temperatures": [4.0], "alphas": [0.5], "epochs": 1, "n_train": 256, "views": 2, "view_counts": [1],
                            "dkd": {"temperature": 4.0, "alpha": 1.0, "beta": 8.0}, "compile": False,
                            "run_dir": str(out / "runs")},
     }
@@ -369,6 +369,9 @@ def render_sweep(m: dict) -> str:
     dkd_row = (f"| DKD (Zhao et al., 2022): T = {dkd['temperature']:g}, alpha = {dkd['alpha']:g}, beta = {dkd['beta']:g} | "
                f"{pct(dkd['val_accuracy'])} |\n" if dkd else "")
     scratch_rows = "\n".join(f"| from scratch, augmentation: {name} | {pct(v)} |" for name, v in scratch.items())
+    by_views = sorted((int(k), v) for k, v in (w.get("view_counts_val_accuracy") or {}).items())
+    views_rows = "".join(f"| the same on {k} view{'s' * (k > 1)} of each image{' (all of the cache)' * (k == w.get('views'))} | "
+                         f"{pct(v)} |\n" for k, v in by_views)
     return f"""
 ### Temperature × alpha{", and decoupled KD" if dkd else ""} (validation only)
 
@@ -380,7 +383,7 @@ distilled runs: {augmentation_words(w['augmentation'])}) and reports the best va
 |---|---:|
 {scratch_rows}
 | best classic KD: T = {w['best']['temperature']:g}, alpha = {w['best']['alpha']:g} | {pct(w['best']['val_accuracy'])} |
-{dkd_row}
+{views_rows}{dkd_row}
 ![Validation accuracy of KD over temperature and alpha.](figures/kd_temperature_alpha_sweep.png)
 
 *Validation accuracy (%) of classic KD after {w['epochs']} epochs, by temperature (rows) and alpha (columns).*

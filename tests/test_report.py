@@ -84,6 +84,9 @@ def test_a_sweep_run_with_another_teacher_says_so():
     assert "| from scratch, augmentation: homework | 93.88 % |" in reproduce.render_sweep(metrics)
     metrics["kd_sweep"]["augmentation"] = {"flip": True, "degrees": 10.0, "translate": 0.1, "scale": [0.9, 1.1]}
     assert "flip, ±10° rotation, ±10 % shift, ×0.9-1.1 scale)" in reproduce.render_sweep(metrics)
+    metrics["kd_sweep"].update(views=8, view_counts_val_accuracy={"2": 0.9301, "8": 0.9355})   # JSON keys are strings
+    text = reproduce.render_sweep(metrics)
+    assert "| the same on 2 views of each image | 93.01 % |\n| the same on 8 views of each image (all of the cache) | 93.55 % |" in text
     metrics["kd_sweep"]["teacher_sha256"] = "0" * 64
     assert "**an earlier teacher** (SHA-256 `000000000000`" in reproduce.render_sweep(metrics)
 

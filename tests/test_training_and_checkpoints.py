@@ -394,6 +394,7 @@ def test_checkpoint_carrying_code_is_refused(tmp_path):
     ({"students": ["kd", "teacher"]}, "'kd' and/or 'scratch'"), ({"scale": [1.1, 0.9]}, "low <= high"),
     ({"degrees": -5}, r"\[0, 180\]"), ({"erase": 1.5}, "erase=1.5.*probability"),
     ({"precision": "half"}, "precision='half'.*'float32', 'bfloat16'.*'auto'"), ({"translate": 0.5}, r"translate=0.5.*\[0, 0.5\)"),
+    ({"views": 8, "view_counts": [4, 8]}, r"view_counts=\[4, 8\].*below `views`"), ({"view_counts": 4}, "view_counts=4"),
 ])
 def test_invalid_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):
@@ -545,6 +546,19 @@ def test_view_cache_holds_the_teachers_logits_on_exactly_the_regenerated_views(s
     assert torch.allclose(cache.logits[view, image].float(), expected, atol=2e-2, rtol=1e-2)
     again = kd.view_cache(teacher, data, "sha-a", views=3, cache_dir=tmp_path, batch_size=16, progress=False)
     assert torch.equal(again.logits, cache.logits)   # reused from disk
+
+
+def test_the_first_views_of_a_cache_are_the_cache_of_fewer_views(small_data, tmp_path):
+    data = tiny_view_data(small_data)
+    torch.manual_seed(0)
+    teacher = kd.StudentNet().eval()
+    build = lambda views, folder: kd.view_cache(teacher, data, "sha-a", views=views, cache_dir=tmp_path / folder,  # noqa: E731
+                                                batch_size=16, progress=False, precision="float32")
+    fewer, more = build(2, "two"), build(3, "three").first(2)
+    assert torch.equal(more.params, fewer.params) and torch.equal(more.logits, fewer.logits)
+    assert more.count == 2 and more.meta["key"] == fewer.meta["key"]   # runs on either are the same run
+    with pytest.raises(ValueError, match="holds 3 views of each image; ask for 1 to 3"):
+        build(3, "three").first(4)
 
 
 def test_a_view_cache_of_another_teacher_is_refused_and_a_truncated_one_named(small_data, tmp_path):
