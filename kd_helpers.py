@@ -1,18 +1,19 @@
 """Knowledge distillation on Fashion-MNIST: the helpers the notebooks call.
 
 Sections, in the order data flows through them:
-    1. data        find, verify and load the IDX files; split; normalise; batched augmentation; views
-                   that are a function of (seed, image, view number)
-    2. models      StudentNet (the homework's), GapStudentNet (the improved one), the ResNet50 teacher,
-                   build_model(arch)
-    3. losses      distillation_loss (Hinton et al., 2015), decoupled_kd_loss (Zhao et al., 2022)
-    4. training    TrainConfig, train_one_epoch, fit (resumable, atomic checkpoints, status), train_student
-    4b. soft targets, cached: teacher_logits_cache (each image and its mirror), ViewCache (augmented views)
-    5. evaluation  predict, evaluate, what soft targets teach, confusion matrix, calibration
-    6. artefacts   checkpoints (weights_only), ship_teacher, ship_student, metrics JSON, run info,
-                   parameter checks, where runs live
-    7. figures     save_fig and the plots the notebooks share
-    8. deployment  ONNX export with its input contract, int8 static quantisation (ONNX Runtime), speed
+    1. data          find, verify and load the IDX files; split; normalise; batched augmentation; views
+                     that are a function of (seed, image, view number)
+    2. models        StudentNet (the homework's), GapStudentNet (the improved one), the ResNet50 teacher,
+                     build_model(arch)
+    3. losses        distillation_loss (Hinton et al., 2015), decoupled_kd_loss (Zhao et al., 2022)
+    4. training      TrainConfig, train_one_epoch, fit (resumable, atomic checkpoints, status), train_student
+    5. soft targets  the teacher's, cached: teacher_logits_cache (each image and its mirror), ViewCache
+                     (augmented views, FKD-style)
+    6. evaluation    predict, evaluate, what soft targets teach, confusion matrix, calibration
+    7. artefacts     checkpoints (weights_only), ship_teacher, ship_student, metrics JSON, run info,
+                     parameter checks, where runs live
+    8. figures       save_fig and the plots the notebooks share
+    9. deployment    ONNX export with its input contract, int8 static quantisation (ONNX Runtime), speed
 """
 from __future__ import annotations
 
@@ -876,7 +877,7 @@ def _log(line: str, log_file=None):
             f.write(time.strftime("%H:%M:%S ") + line + "\n")
 
 
-# ---------------------------------------------------------------------------- 4b. soft targets, cached
+# ---------------------------------------------------------------------------- 5. soft targets
 
 def _images_sha256(images: torch.Tensor) -> str:
     return hashlib.sha256(images.contiguous().cpu().numpy().tobytes()).hexdigest()
@@ -1013,7 +1014,7 @@ def load_view_cache(path, expected: dict) -> ViewCache:
     return ViewCache(params, logits, meta)
 
 
-# ---------------------------------------------------------------------------- 5. evaluation
+# ---------------------------------------------------------------------------- 6. evaluation
 
 @torch.no_grad()
 def predict(model, images, normalize, batch_size: int = 1000, flip: bool = False) -> torch.Tensor:
@@ -1116,7 +1117,7 @@ def expected_calibration_error(logits, labels, bins: int = 15) -> dict:
     return {"ece": ece, "accuracy": acc.tolist(), "confidence": conf.tolist(), "count": count.long().tolist()}
 
 
-# ---------------------------------------------------------------------------- 6. artefacts
+# ---------------------------------------------------------------------------- 7. artefacts
 
 def atomic_save(obj, path) -> None:
     """torch.save to a temporary file, then rename: a crash leaves the old file or the new one."""
@@ -1385,7 +1386,7 @@ def runs_dir(path=None) -> Path:
     return Path(os.environ.get("KD_RUNS_DIR") or Path.home() / ".cache" / "kd-fashion").expanduser()
 
 
-# ---------------------------------------------------------------------------- 7. figures
+# ---------------------------------------------------------------------------- 8. figures
 
 # matplotlib is imported on first use, so the training code does not need it.
 
@@ -1553,7 +1554,7 @@ def plot_pareto(rows: dict, n_test: int = 10_000):
     return fig
 
 
-# ---------------------------------------------------------------------------- 8. deployment
+# ---------------------------------------------------------------------------- 9. deployment
 
 def export_onnx(model: nn.Module, path) -> Path:
     """The model as one self-contained ONNX file with a dynamic batch size; input "input"
