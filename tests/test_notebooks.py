@@ -143,3 +143,11 @@ def test_gpu_teacher_tool_runs_00_without_jupyter_and_returns_the_checkpoint_in_
         o["text"] for c in record["cells"] if c["cell_type"] == "code" for o in c["outputs"])
     assert json.loads((out / "teacher_training.json").read_text())["run"]["arch"] == "student_net"
 
+
+
+@pytest.mark.parametrize("name", reproduce.NOTEBOOKS)
+def test_every_cell_has_its_own_id(name):
+    """nbformat 4.5 wants an id on each cell; a cell added by hand or by a script without one only warns now."""
+    cells = json.loads((reproduce.ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+    ids = [c.get("id") for c in cells]
+    assert None not in ids and len(set(ids)) == len(ids)
