@@ -213,18 +213,24 @@ AUGMENTATIONS = {  # the students' augmentations by name: augment()'s keywords
     "none": {"flip": False, "degrees": 0.0, "translate": 0.0, "scale": (1.0, 1.0)},
     "flip": {"flip": True, "degrees": 0.0, "translate": 0.0, "scale": (1.0, 1.0)},
     "homework": {"flip": True, "degrees": 10.0, "translate": 0.1, "scale": (0.9, 1.1)},  # flip, ±10°, ±10 %, ×0.9-1.1
+    # views only (teacher_mode "views"): the homework's, each view mixed with a partner training image, whose share
+    # is uniform in [0, mix]; the label stays the image's, the teacher's logits are those of the mixed view
+    "homework_mix": {"flip": True, "degrees": 10.0, "translate": 0.1, "scale": (0.9, 1.1), "mix": 0.4},
 }
 
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None, flip: bool = True,
-            degrees: float = 10.0, translate: float = 0.1, scale=(0.9, 1.1), erase: float = 0.0):
+            degrees: float = 10.0, translate: float = 0.1, scale=(0.9, 1.1), erase: float = 0.0, mix: float = 0.0):
     """The homework's augmentation on a whole batch, random parameters per image, then random erasing.
 
     `images` is (N, 1, H, W) float in [0, 1], so the background fills with 0 (black). Returns the
     augmented batch and the boolean mask of mirrored images (used to look up cached teacher logits).
     Rotation is uniform in +-degrees, translation uniform in +-translate of the size, scale uniform.
-    With probability `erase` an image also gets `random_erasing`.
+    With probability `erase` an image also gets `random_erasing`. Mixing (`mix`) exists for views alone.
     """
+    if mix:
+        raise ValueError("a mixed image needs the teacher's logits on exactly that mixture: mixing augmentations "
+                         "(such as 'homework_mix') train only with teacher_mode 'views'")
     n, device = images.shape[0], images.device
 
     def uniform(low, high):
@@ -255,7 +261,7 @@ def affine(images, angle, shift_x, shift_y, factor):
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-VIEW_FIELDS = ("flip", "angle", "shift_x", "shift_y", "scale")   # one view's parameters, in this order
+VIEW_FIELDS = ("flip", "angle", "shift_x", "shift_y", "scale", "partner", "share")   # one view's parameters, in order
 
 
 def _uniform_hash(seed: int, image, view, stream: int) -> torch.Tensor:
@@ -271,21 +277,32 @@ def _uniform_hash(seed: int, image, view, stream: int) -> torch.Tensor:
 
 
 def view_parameters(seed: int, image_index, view_index, flip: bool = True, degrees: float = 10.0,
-                    translate: float = 0.1, scale=(0.9, 1.1)) -> torch.Tensor:
-    """The parameters (..., 5) of the homework's augmentation (VIEW_FIELDS: mirrored or not, rotation in
-    degrees, shifts as fractions of the size, scale) for each (image index, view index) pair, broadcast:
-    a pure function of the seed and the two indices."""
+                    translate: float = 0.1, scale=(0.9, 1.1), mix: float = 0.0, partners: int | None = None) -> torch.Tensor:
+    """The parameters (..., 7) of a view (VIEW_FIELDS: mirrored or not, rotation in degrees, shifts as
+    fractions of the size, scale, then the partner image's position among `partners` images and its share,
+    uniform in [0, mix]; 0 and 0 without mixing) for each (image index, view index) pair, broadcast: a pure
+    function of the seed and the two indices."""
     image_index, view_index = np.broadcast_arrays(np.asarray(image_index), np.asarray(view_index))
-    u = [_uniform_hash(seed, image_index, view_index, stream) for stream in range(5)]
+    u = [_uniform_hash(seed, image_index, view_index, stream) for stream in range(7)]
     mirrored = (u[0] < 0.5).float() if flip else torch.zeros_like(u[0])
+    if mix and not partners:
+        raise ValueError("mixing views needs `partners`: the number of training images a partner is drawn from")
+    partner = (u[5] * partners).floor().clamp(max=partners - 1) if mix else torch.zeros_like(u[5])
     return torch.stack([mirrored, (2 * u[1] - 1) * degrees, (2 * u[2] - 1) * translate, (2 * u[3] - 1) * translate,
-                        scale[0] + u[4] * (scale[1] - scale[0])], -1)
+                        scale[0] + u[4] * (scale[1] - scale[0]), partner, u[6] * mix], -1)
 
 
-def apply_views(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Images (N, 1, H, W) in [0, 1] augmented by the views `params` (N, 5) of `view_parameters`: mirrored
-    first, then rotated, scaled and shifted, as `augment` does."""
+def apply_views(images: torch.Tensor, params: torch.Tensor, pool: torch.Tensor | None = None) -> torch.Tensor:
+    """Images (N, 1, H, W) in [0, 1] augmented by the views `params` (N, 7) of `view_parameters`: mixed with
+    their partners from `pool` (the uint8 training images the partner positions point into) where a view has
+    a share, then mirrored, rotated, scaled and shifted, as `augment` does."""
     params = params.to(images.device)
+    share = params[:, 6].view(-1, 1, 1, 1)
+    if bool((share > 0).any()):
+        if pool is None:
+            raise ValueError("these views mix in partner images: pass `pool`, the training images they come from")
+        partners = pool[params[:, 5].long().to(pool.device)].to(images.device).unsqueeze(1).float().div(255)
+        images = (1 - share) * images + share * partners
     images = torch.where(params[:, 0].bool().view(-1, 1, 1, 1), images.flip(-1), images)
     return affine(images, params[:, 1], params[:, 2], params[:, 3], params[:, 4])
 
@@ -616,7 +633,7 @@ def train_one_epoch(model, images, labels, normalize, config: TrainConfig, *, op
         x = images[on_device].unsqueeze(1).float().div_(255)
         if views is not None:
             pick = torch.randint(views.count, (len(idx),), generator=generator).to(device)
-            x, soft = apply_views(x, views.params[pick, on_device]), views.logits[pick, on_device].float()
+            x, soft = apply_views(x, views.params[pick, on_device], images), views.logits[pick, on_device].float()
         else:
             x, flipped = augment(x, generator, **c.augmentation)
         x, y = to_model_input(x, normalize), labels[on_device]
@@ -919,7 +936,7 @@ class ViewCacheError(RuntimeError):
 @dataclass
 class ViewCache:
     """`count` augmented views of each training image and the teacher's logits on exactly those views
-    (FKD, Shen and Xing, 2022): `params` (count, N, 5) from `view_parameters`, `logits` (count, N, C) float16.
+    (FKD, Shen and Xing, 2022): `params` (count, N, 7) from `view_parameters`, `logits` (count, N, C) float16.
     Training draws one view per image per epoch and regenerates its pixels (`apply_views`): consistent
     teaching (Beyer et al., 2022) for the cost of the student alone."""
     params: torch.Tensor
@@ -958,9 +975,9 @@ def view_cache(teacher, data: dict, teacher_sha256: str, *, views: int = 8, seed
     not part of the key: the logits are the same teacher's either way). Kept in `cache_dir`, keyed by the
     teacher's SHA-256, the images' and the view settings, and reused when present; an interrupted build resumes
     from its last finished view."""
-    unknown = set(augmentation or {}) - {"flip", "degrees", "translate", "scale"}
+    unknown = set(augmentation or {}) - {"flip", "degrees", "translate", "scale", "mix"}
     if unknown:
-        raise ValueError(f"views take flip, degrees, translate and scale, not {', '.join(sorted(unknown))}")
+        raise ValueError(f"views take flip, degrees, translate, scale and mix, not {', '.join(sorted(unknown))}")
     augmentation = {**AUGMENTATIONS["homework"], **(augmentation or {})}
     images, index = data["train_images"], data["train_index"]
     meta = {"teacher_sha256": teacher_sha256, "images_sha256": _images_sha256(images), "views": views, "seed": seed,
@@ -972,7 +989,8 @@ def view_cache(teacher, data: dict, teacher_sha256: str, *, views: int = 8, seed
     if path.exists():
         return load_view_cache(path, meta)
     partial = path.with_name(path.name + ".partial")
-    params = view_parameters(seed, index.numpy()[None, :], np.arange(views)[:, None], **augmentation)
+    params = view_parameters(seed, index.numpy()[None, :], np.arange(views)[:, None], **augmentation,
+                             partners=len(images))
     logits, done = [], 0
     if partial.exists():
         saved = load_view_cache(partial, meta)
@@ -982,7 +1000,7 @@ def view_cache(teacher, data: dict, teacher_sha256: str, *, views: int = 8, seed
     outputs = []
     bfloat16 = meta["precision"] == "bfloat16"
     for v, idx in _progress(chunks, progress, f"teacher on {views} views of {len(images):,} images"):
-        x = apply_views(images[idx].unsqueeze(1).float().div(255).to(device), params[v, idx])
+        x = apply_views(images[idx].unsqueeze(1).float().div(255).to(device), params[v, idx], images)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
             outputs.append(teacher(to_model_input(x, data["normalize"])).float().half().cpu())
         if idx[-1] == len(images) - 1:  # a view is finished: keep it
@@ -1009,6 +1027,9 @@ def load_view_cache(path, expected: dict) -> ViewCache:
         if meta.get(key) != expected.get(key):
             raise ViewCacheError(f"view cache {path} was made with {key} = {meta.get(key)!r}, not {expected.get(key)!r}: "
                                  f"it belongs to another teacher or setting; delete it or pass its settings")
+    if params.shape[-1] != len(VIEW_FIELDS):
+        raise ViewCacheError(f"view cache {path} holds {params.shape[-1]} parameters per view, not {len(VIEW_FIELDS)} "
+                             f"({', '.join(VIEW_FIELDS)}): an older version made it; delete it and it is built again")
     if params.shape[:2] != logits.shape[:2] and "done" not in meta:
         raise ViewCacheError(f"view cache {path} holds {logits.shape[0]} views of logits for {params.shape[0]} views")
     return ViewCache(params, logits, meta)
@@ -1319,6 +1340,7 @@ def check_parameters(**params) -> None:
     """Validate notebook parameters; a bad one raises ValueError saying what it must be."""
     def fail(name, value, must):
         raise ValueError(f"parameter {name}={value!r} is invalid: it must be {must}")
+    mixing = {a for a, kw in AUGMENTATIONS.items() if kw.get("mix")}   # views only: the teacher labels each mixture
     for name, value in params.items():
         if name in ("epochs", "batch_size", "seeds", "calibration_images", "repeats") and not (isinstance(value, int) and value > 0):
             fail(name, value, "a positive integer")
@@ -1337,8 +1359,13 @@ def check_parameters(**params) -> None:
             fail(name, value, "a probability in [0, 1]")
         if name in ("augmentation", "scratch_augmentation") and value not in AUGMENTATIONS:
             fail(name, value, f"the name of an augmentation: {', '.join(map(repr, AUGMENTATIONS))}")
-        if name == "scratch_augmentations" and not (isinstance(value, list) and value and set(value) <= set(AUGMENTATIONS)):
+        if name in ("scratch_augmentations", "view_augmentations") and not (
+                isinstance(value, list) and (value or name == "view_augmentations") and set(value) <= set(AUGMENTATIONS)):
             fail(name, value, f"a list of augmentation names from {', '.join(map(repr, AUGMENTATIONS))}")
+        if name in ("scratch_augmentation", "scratch_augmentations") and set(value if isinstance(value, list) else [value]) & mixing:
+            fail(name, value, "free of mixing: a student from scratch has no teacher to label a mixed image")
+        if name == "augmentation" and value in mixing and params.get("teacher_mode", "views") != "views":
+            fail(name, value, "used with teacher_mode 'views' alone: a mixed view needs the teacher's logits on it")
         if name == "teacher_mode" and value not in ("cached", "views", "online"):
             fail(name, value, "'cached', 'views' or 'online'")
         if name == "views" and not (isinstance(value, int) and value > 0):

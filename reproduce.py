@@ -48,6 +48,7 @@ def quick_parameters(out: Path) -> dict[str, dict]:
         "05_beyond_the_baseline": {**common, "n_test": 500, "repeats": 3, "calibration_images": 200,
                                    "int8_dir": str(out / "checkpoints"), "run_dir": str(out / "runs")},
         "06_kd_variants": {**common, "temperatures": [4.0], "alphas": [0.5], "epochs": 1, "n_train": 256, "views": 2, "view_counts": [1],
+                           "view_augmentations": ["homework_mix"],
                            "dkd": {"temperature": 4.0, "alpha": 1.0, "beta": 8.0}, "compile": False,
                            "run_dir": str(out / "runs")},
     }
@@ -355,6 +356,8 @@ def augmentation_words(a: dict) -> str:
         words.append(f"×{a['scale'][0]:g}-{a['scale'][1]:g} scale")
     if a.get("erase"):
         words.append(f"random erasing with probability {a['erase']:g}")
+    if a.get("mix"):
+        words.append(f"mixed with a partner image (its share up to {a['mix']:g})")
     return ", ".join(words) or "none"
 
 
@@ -362,6 +365,7 @@ def render_sweep(m: dict) -> str:
     """The temperature x alpha grid and DKD, when 06_kd_variants has run (validation accuracy only)."""
     if "kd_sweep" not in m:
         return ""
+    import kd_helpers as kd
     w = m["kd_sweep"]
     scratch = w["scratch_val_accuracy"]   # by augmentation name; one number in records written before that
     scratch = scratch if isinstance(scratch, dict) else {augmentation_words(w["augmentation"]): scratch}
@@ -370,7 +374,9 @@ def render_sweep(m: dict) -> str:
                f"{pct(dkd['val_accuracy'])} |\n" if dkd else "")
     scratch_rows = "\n".join(f"| from scratch, augmentation: {name} | {pct(v)} |" for name, v in scratch.items())
     by_views = sorted((int(k), v) for k, v in (w.get("view_counts_val_accuracy") or {}).items())
-    views_rows = "".join(f"| the same on {k} view{'s' * (k > 1)} of each image{' (all of the cache)' * (k == w.get('views'))} | "
+    views_rows = "".join(f"| the same on views of {augmentation_words(kd.AUGMENTATIONS[name])} | {pct(v)} |\n"
+                         for name, v in (w.get("view_augmentations_val_accuracy") or {}).items())
+    views_rows += "".join(f"| the same on {k} view{'s' * (k > 1)} of each image{' (all of the cache)' * (k == w.get('views'))} | "
                          f"{pct(v)} |\n" for k, v in by_views)
     return f"""
 ### Temperature × alpha{", and decoupled KD" if dkd else ""} (validation only)

@@ -51,7 +51,7 @@ def test_notebook_runs_quick(name, tmp_path, shared_runs):
         assert (tmp_path / "figures" / "augmentation_examples.png").exists()
     if name == "06_kd_variants":   # the best setting again on fewer views of each image, and the whole cache's
         sweep = json.loads((tmp_path / "metrics" / "kd_sweep.json").read_text())
-        assert set(sweep["view_counts_val_accuracy"]) == {"1", "2"}
+        assert set(sweep["view_counts_val_accuracy"]) == {"1", "2"} and set(sweep["view_augmentations_val_accuracy"]) == {"homework_mix"}
     if name == "02_teacher_evaluation":
         metrics = json.loads((tmp_path / "metrics" / "teacher_evaluation.json").read_text())
         assert set(metrics["training_images"]) == {"clean", "homework views", "mixed 0.7 / 0.3"}

@@ -395,6 +395,10 @@ def test_checkpoint_carrying_code_is_refused(tmp_path):
     ({"degrees": -5}, r"\[0, 180\]"), ({"erase": 1.5}, "erase=1.5.*probability"),
     ({"precision": "half"}, "precision='half'.*'float32', 'bfloat16'.*'auto'"), ({"translate": 0.5}, r"translate=0.5.*\[0, 0.5\)"),
     ({"views": 8, "view_counts": [4, 8]}, r"view_counts=\[4, 8\].*below `views`"), ({"view_counts": 4}, "view_counts=4"),
+    ({"scratch_augmentation": "homework_mix"}, "no teacher to label a mixed image"),
+    ({"scratch_augmentations": ["flip", "homework_mix"]}, "no teacher to label a mixed image"),
+    ({"augmentation": "homework_mix", "teacher_mode": "cached"}, "teacher_mode 'views' alone"),
+    ({"view_augmentations": ["cutout"]}, "view_augmentations=.*augmentation names"),
 ])
 def test_invalid_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):
@@ -502,17 +506,36 @@ def test_a_truncated_checkpoint_says_so_and_is_not_called_unsafe(tmp_path):
 def test_view_parameters_are_a_function_of_seed_image_and_view_alone():
     once = kd.view_parameters(0, [[3, 7, 11]], [[0], [1]])
     again = kd.view_parameters(0, [7], [1])                 # one view, regenerated on its own
-    assert once.shape == (2, 3, 5) and torch.equal(again[0], once[1, 1])
+    assert once.shape == (2, 3, len(kd.VIEW_FIELDS)) and torch.equal(again[0], once[1, 1])
     assert not torch.equal(kd.view_parameters(1, [7], [1]), again)   # another seed, another view
-    flip, angle, shift_x, shift_y, scale = kd.view_parameters(0, list(range(2000)), [0]).T
+    flip, angle, shift_x, shift_y, scale, partner, share = kd.view_parameters(0, list(range(2000)), [0]).T
     assert set(flip.tolist()) == {0.0, 1.0} and 0.4 < flip.mean() < 0.6
     assert angle.abs().max() <= 10 and shift_x.abs().max() <= 0.1 and shift_y.abs().max() <= 0.1
     assert 0.9 <= scale.min() and scale.max() <= 1.1 and angle.std() > 4
+    assert not partner.any() and not share.any()   # no mixing unless asked
+
+
+def test_mixed_views_draw_a_partner_and_its_share_and_blend_before_the_geometry():
+    *_, partner, share = kd.view_parameters(0, list(range(2000)), [0], mix=0.4, partners=50).T
+    assert partner.min() == 0 and partner.max() == 49 and torch.equal(partner, partner.floor())
+    assert 0 <= share.min() and share.max() <= 0.4 and 0.15 < share.mean() < 0.25
+    with pytest.raises(ValueError, match="needs `partners`"):
+        kd.view_parameters(0, [1], [0], mix=0.4)
+    pool = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    images = pool[:2].unsqueeze(1).float() / 255
+    params = torch.tensor([[1.0, 0, 0, 0, 1, 4, 0.25], [0, 0, 0, 0, 1, 3, 0]])   # mirror a 3:1 blend with image 4
+    out = kd.apply_views(images, params, pool)
+    blend = 0.75 * images[0] + 0.25 * pool[4].float() / 255
+    assert torch.allclose(out[0], blend.flip(-1), atol=1e-5) and torch.allclose(out[1], images[1], atol=1e-5)
+    with pytest.raises(ValueError, match="pass `pool`"):
+        kd.apply_views(images, params)
+    with pytest.raises(ValueError, match="teacher_mode 'views'"):
+        kd.augment(images, **kd.AUGMENTATIONS["homework_mix"])
 
 
 def test_apply_views_mirrors_like_flip_and_transforms_like_augment():
     images = torch.rand(3, 1, 28, 28)
-    identity = torch.tensor([[1.0, 0, 0, 0, 1], [0, 0, 0, 0, 1], [1, 0, 0, 0, 1]])
+    identity = torch.tensor([[1.0, 0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 1, 0, 0], [1, 0, 0, 0, 1, 0, 0]])
     out = kd.apply_views(images, identity)
     assert torch.allclose(out[0], images[0].flip(-1), atol=1e-5) and torch.allclose(out[1], images[1], atol=1e-5)
     generator = torch.Generator().manual_seed(0)
@@ -520,7 +543,7 @@ def test_apply_views_mirrors_like_flip_and_transforms_like_augment():
     generator = torch.Generator().manual_seed(0)
     u = lambda low, high: torch.rand(3, generator=generator) * (high - low) + low  # noqa: E731 - augment's draws
     angle, scale, shift_x, shift_y = u(-10, 10), u(0.9, 1.1), u(-0.1, 0.1), u(-0.1, 0.1)
-    params = torch.stack([torch.zeros(3), angle, shift_x, shift_y, scale], 1)
+    params = torch.stack([torch.zeros(3), angle, shift_x, shift_y, scale, torch.zeros(3), torch.zeros(3)], 1)
     assert torch.allclose(kd.apply_views(images, params), augmented, atol=1e-6)
 
 
@@ -529,22 +552,26 @@ def tiny_view_data(small_data, n=40):
             "train_index": small_data["train_index"][:n]}
 
 
-def test_view_cache_holds_the_teachers_logits_on_exactly_the_regenerated_views(small_data, tmp_path):
+@pytest.mark.parametrize("augmentation", ["homework", "homework_mix"])
+def test_view_cache_holds_the_teachers_logits_on_exactly_the_regenerated_views(small_data, tmp_path, augmentation):
     data = tiny_view_data(small_data)
     torch.manual_seed(0)
     teacher = kd.StudentNet().eval()
+    settings = kd.AUGMENTATIONS[augmentation]
     cache = kd.view_cache(teacher, data, "sha-a", views=3, cache_dir=tmp_path, batch_size=16, progress=False,
-                          precision="float32")
-    assert cache.params.shape == (3, 40, 5) and cache.logits.shape == (3, 40, 10)
+                          precision="float32", augmentation=settings)
+    assert cache.params.shape == (3, 40, len(kd.VIEW_FIELDS)) and cache.logits.shape == (3, 40, 10)
     assert cache.logits.dtype == torch.float16
+    assert bool((cache.params[..., -1] > 0).any()) == (augmentation == "homework_mix")
     image, view = 17, 2
-    params = kd.view_parameters(0, [int(data["train_index"][image])], [view])
+    params = kd.view_parameters(0, [int(data["train_index"][image])], [view], **settings, partners=40)
     assert torch.equal(params[0], cache.params[view, image])  # bit-identical, from (seed, image index, view) alone
-    x = kd.apply_views(data["train_images"][[image]].unsqueeze(1).float() / 255, params)
+    x = kd.apply_views(data["train_images"][[image]].unsqueeze(1).float() / 255, params, data["train_images"])
     with torch.no_grad():
         expected = teacher(kd.to_model_input(x, data["normalize"]))[0]
     assert torch.allclose(cache.logits[view, image].float(), expected, atol=2e-2, rtol=1e-2)
-    again = kd.view_cache(teacher, data, "sha-a", views=3, cache_dir=tmp_path, batch_size=16, progress=False)
+    again = kd.view_cache(teacher, data, "sha-a", views=3, cache_dir=tmp_path, batch_size=16, progress=False,
+                          augmentation=settings)
     assert torch.equal(again.logits, cache.logits)   # reused from disk
 
 
@@ -569,6 +596,10 @@ def test_a_view_cache_of_another_teacher_is_refused_and_a_truncated_one_named(sm
     expected = {**torch.load(path, weights_only=True)["meta"], "teacher_sha256": "sha-b"}
     with pytest.raises(kd.ViewCacheError, match="teacher_sha256 = 'sha-a', not 'sha-b'"):
         kd.load_view_cache(path, expected)
+    saved = torch.load(path, weights_only=True)
+    torch.save({**saved, "params": saved["params"][..., :5]}, tmp_path / "old.pt")   # before views could mix
+    with pytest.raises(kd.ViewCacheError, match="old.pt holds 5 parameters per view, not 7.*older version"):
+        kd.load_view_cache(tmp_path / "old.pt", saved["meta"])
     path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(kd.ViewCacheError, match=f"view cache {path} is truncated or corrupt.*delete it"):
         kd.view_cache(teacher, data, "sha-a", views=2, cache_dir=tmp_path, batch_size=16, progress=False)
@@ -610,9 +641,11 @@ def test_an_interrupted_view_cache_resumes_from_its_last_finished_view(small_dat
     assert torch.equal(resumed.logits, straight.logits) and not partial.exists()
 
 
-def test_distillation_from_views_trains_on_cached_views(small_data):
+@pytest.mark.parametrize("augmentation", ["homework", "homework_mix"])
+def test_distillation_from_views_trains_on_cached_views(small_data, augmentation):
     data = tiny_view_data(small_data, 128)
-    cache = kd.ViewCache(kd.view_parameters(0, data["train_index"].numpy()[None], [[0], [1]]),
+    cache = kd.ViewCache(kd.view_parameters(0, data["train_index"].numpy()[None], [[0], [1]],
+                                            **kd.AUGMENTATIONS[augmentation], partners=128),
                          torch.randn(2, 128, 10).half(), {"key": "k"})
     result = kd.fit(kd.StudentNet(), data, dict(epochs=1, batch_size=64, alpha=0.5), views=cache)
     assert result["history"][0]["train_loss"] > 0
