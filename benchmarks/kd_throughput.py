@@ -27,6 +27,7 @@ import kd_helpers as kd
 AUG = {"flip": True, "degrees": 0.0, "translate": 0.0, "scale": (1.0, 1.0)}  # as 04 trains (flip only)
 CACHED = "(c) project loop, cached teacher logits"
 VIEWS = "(d) project loop, cached views (flip, rotation, shift, scale)"
+MIXED = "(e) project loop, cached views mixed with a partner image"
 
 
 class PILFashionMNIST(torch.utils.data.Dataset):
@@ -101,13 +102,16 @@ def main(argv=None):
     cached = kd.predict(teacher, data["train_images"][:n_cache], data["normalize"])
     cached = torch.stack([cached, kd.predict(teacher, data["train_images"][:n_cache], data["normalize"], flip=True)])
     small = {**data, "train_images": data["train_images"][:n_cache], "train_labels": data["train_labels"][:n_cache]}
-    views = kd.ViewCache(kd.view_parameters(0, data["train_index"][:n_cache].numpy()[None], torch.arange(8).numpy()[:, None]),
-                         torch.randn(8, n_cache, 10).half(), {"key": "benchmark"})
+    view_cache = lambda augmentation: kd.ViewCache(  # noqa: E731 - random logits: the speed is the student's alone
+        kd.view_parameters(0, data["train_index"][:n_cache].numpy()[None], torch.arange(8).numpy()[:, None],
+                           **kd.AUGMENTATIONS[augmentation], partners=n_cache), torch.randn(8, n_cache, 10).half(), {"key": "benchmark"})
 
     rows = {"(a) conventional: PIL transforms + DataLoader, online teacher": conventional(data, teacher, batches, warmup, args.workers, batch_size),
             "(b) project loop, online teacher": project_loop(small, teacher, batches, warmup, batch_size, compile=not args.no_compile),
             CACHED: project_loop(small, teacher, batches, warmup, batch_size, cached, compile=not args.no_compile),
-            VIEWS: project_loop(small, teacher, batches, warmup, batch_size, views=views, compile=not args.no_compile)}
+            VIEWS: project_loop(small, teacher, batches, warmup, batch_size, views=view_cache("homework"), compile=not args.no_compile),
+            MIXED: project_loop(small, teacher, batches, warmup, batch_size, views=view_cache("homework_mix"),
+                                compile=not args.no_compile)}
     base = rows["(a) conventional: PIL transforms + DataLoader, online teacher"]
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {batches} batches of {batch_size} after {warmup} warm-up, "
              f"project loop {'eager' if args.no_compile else 'compiled (torch.compile)'}, teacher {teacher_meta['arch']}",

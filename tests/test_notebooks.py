@@ -112,6 +112,7 @@ def test_throughput_benchmark_runs_tiny(capsys, monkeypatch):
     runpy.run_path(str(root / "benchmarks" / "kd_throughput.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "(c) project loop, cached teacher logits" in out and "(d) project loop, cached views" in out
+    assert "(e) project loop, cached views mixed with a partner image" in out
     assert "teacher (ResNet50)" in out
 
 
