@@ -293,16 +293,16 @@ def view_parameters(seed: int, image_index, view_index, flip: bool = True, degre
 
 
 def apply_views(images: torch.Tensor, params: torch.Tensor, pool: torch.Tensor | None = None) -> torch.Tensor:
-    """Images (N, 1, H, W) in [0, 1] augmented by the views `params` (N, 7) of `view_parameters`: mixed with
-    their partners from `pool` (the uint8 training images the partner positions point into) where a view has
-    a share, then mirrored, rotated, scaled and shifted, as `augment` does."""
+    """Images (N, 1, H, W) in [0, 1] augmented by the views `params` (N, 7) of `view_parameters`: blended with
+    their partners from `pool` (the uint8 training images the partner positions point into; a share of 0
+    leaves an image exactly as it was), then mirrored, rotated, scaled and shifted, as `augment` does."""
     params = params.to(images.device)
-    share = params[:, 6].view(-1, 1, 1, 1)
-    if bool((share > 0).any()):
-        if pool is None:
-            raise ValueError("these views mix in partner images: pass `pool`, the training images they come from")
+    if pool is not None:   # blends every view, mixed or not: no check of the shares, no wait for the device
+        share = params[:, 6].view(-1, 1, 1, 1)
         partners = pool[params[:, 5].long().to(pool.device)].to(images.device).unsqueeze(1).float().div(255)
         images = (1 - share) * images + share * partners
+    elif bool((params[:, 6] > 0).any()):
+        raise ValueError("these views mix in partner images: pass `pool`, the training images they come from")
     images = torch.where(params[:, 0].bool().view(-1, 1, 1, 1), images.flip(-1), images)
     return affine(images, params[:, 1], params[:, 2], params[:, 3], params[:, 4])
 

@@ -527,6 +527,9 @@ def test_mixed_views_draw_a_partner_and_its_share_and_blend_before_the_geometry(
     out = kd.apply_views(images, params, pool)
     blend = 0.75 * images[0] + 0.25 * pool[4].float() / 255
     assert torch.allclose(out[0], blend.flip(-1), atol=1e-5) and torch.allclose(out[1], images[1], atol=1e-5)
+    unmixed = params.clone()
+    unmixed[:, 6] = 0
+    assert torch.equal(kd.apply_views(images, unmixed, pool), kd.apply_views(images, unmixed))   # a share of 0: exact
     with pytest.raises(ValueError, match="pass `pool`"):
         kd.apply_views(images, params)
     with pytest.raises(ValueError, match="teacher_mode 'views'"):
