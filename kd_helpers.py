@@ -767,8 +767,10 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
         def on_batch(step, snapshot):
             nonlocal last_save
             if checkpoint is not None and step < steps and time.time() - last_save >= save_every:
-                seconds = time.time() - start   # the time left, from this epoch's pace (validation aside)
-                save({**snapshot(), "seconds": seconds}, eta=seconds / step * ((c.epochs - epoch) * steps - step))
+                seconds = time.time() - start   # the time left: from the last epochs, else from this one's pace
+                eta = seconds_left(state["history"], c.epochs, step / steps)
+                save({**snapshot(), "seconds": seconds},
+                     eta=eta if eta is not None else seconds / step * ((c.epochs - epoch) * steps - step))
                 last_save = time.time()
         train_loss, train_acc = train_one_epoch(
             model, train_x, train_y, data["normalize"], c, optimizer=opt, generator=generator, epoch=epoch,
@@ -867,11 +869,12 @@ def run_status(run_dir) -> list[str]:
     return lines
 
 
-def seconds_left(history: list[dict], epochs: int) -> float | None:
-    """The time a run still needs: its epochs left times the median time of its last three epochs, so one epoch
-    slowed by a busy machine does not inflate the estimate; None before the first epoch."""
+def seconds_left(history: list[dict], epochs: int, into: float = 0.0) -> float | None:
+    """The time a run still needs: its epochs left (less the fraction `into` of the one in progress) times the
+    median time of its last three epochs, so one epoch slowed by a busy machine does not inflate the estimate;
+    None before the first epoch."""
     recent = [h["seconds"] for h in history[-3:]]
-    return statistics.median(recent) * (epochs - len(history)) if recent else None
+    return statistics.median(recent) * (epochs - len(history) - into) if recent else None
 
 
 def run_name(prefix: str, config: dict, **extra) -> str:

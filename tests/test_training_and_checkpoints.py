@@ -143,6 +143,7 @@ def test_the_time_left_follows_the_typical_recent_epoch_not_one_slowed_by_a_busy
     assert kd.seconds_left(history, 10) == 6 * 2200
     assert kd.seconds_left(history[:1], 3) == 2 * 2000
     assert kd.seconds_left([], 3) is None
+    assert kd.seconds_left(history, 10, into=0.5) == 5.5 * 2200   # half-way through the fifth epoch
 
 
 def test_a_truncated_resumable_checkpoint_names_the_file_and_the_remedy(small_data, tmp_path):
