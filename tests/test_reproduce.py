@@ -129,6 +129,33 @@ def test_the_deviations_table_says_when_04_does_not_run_what_the_grid_chose():
     assert reproduce.grid_evidence(m) == ("—", "not tuned") and reproduce.scratch_evidence(m) == ("flip", "—")
 
 
+def test_the_deviations_table_weighs_cached_views_against_clean_cached_logits_on_validation():
+    homework = {"flip": True, "degrees": 10.0, "translate": 0.1, "scale": [0.9, 1.1]}
+    config = {"temperature": 2.0, "alpha": 0.9, "epochs": 50}
+
+    def student(mode, val, seed, augmentation=homework):
+        return {"val_accuracy": val, "test_accuracy": val - 0.005,
+                "run": {"teacher_mode": mode, "augmentation": augmentation, "teacher_sha256": "T", "seed": seed,
+                        "config": {**config, "seed": seed}}}
+
+    def arms(seed, views, cached):
+        return {"student_kd": student("views", views, seed), "student_scratch": student(None, 0.93, seed),
+                "student_kd_cached": student("cached", cached, seed, {"flip": True})}
+
+    m = {"teacher_evaluation": {"checkpoint_sha256": "T"}, **arms(0, 0.945, 0.940)}
+    here, evidence, basis = reproduce.kd_augmentation_evidence(m)
+    assert here.startswith("flip, ±10° rotation, ±10 % shift, ×0.9-1.1 scale, on cached views")
+    assert "not yet run" in evidence and basis == "—"   # one seed: no comparison yet
+    m["seeds"] = {1: arms(1, 0.947, 0.941), 2: arms(2, 0.943, 0.942)}
+    here, evidence, basis = reproduce.kd_augmentation_evidence(m)
+    assert "over 3 seeds, validation: views 94.50 % ± 0.20, clean cached logits with the flip 94.10 % ± 0.10" in evidence
+    assert basis == "validation"
+    m["seeds"][2] = arms(2, 0.943, 0.960)   # cached better on validation: said, not hidden
+    assert "cached logits with the flip scored higher" in reproduce.kd_augmentation_evidence(m)[2]
+    m["student_kd"]["run"]["teacher_mode"] = "cached"
+    assert "2-pixel shifts" in reproduce.kd_augmentation_evidence(m)[1]
+
+
 def test_each_records_time_keeps_the_cpu_it_ran_on(monkeypatch, tmp_path):
     import kd_helpers
     metrics = reproduce.load_metrics()   # the real report's, before ROOT moves
