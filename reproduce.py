@@ -796,6 +796,16 @@ def record_runtime(record: str, seconds: float) -> None:
     kd.write_json(runtimes, path)
 
 
+def keep_previous_teacher_evaluation() -> None:
+    """Before `02` evaluates a newly shipped teacher, keep the evaluation of the one before it as
+    report/metrics/teacher_evaluation_previous.json: the report sets the two side by side."""
+    import kd_helpers as kd
+    metrics, checkpoint = ROOT / "report" / "metrics", ROOT / "checkpoints" / "teacher_resnet50.pt"
+    last = metrics / "teacher_evaluation.json"
+    if last.exists() and checkpoint.exists() and json.loads(last.read_text())["checkpoint_sha256"] != kd.sha256_of(checkpoint):
+        shutil.copyfile(last, metrics / "teacher_evaluation_previous.json")
+
+
 def evaluate_independently() -> None:
     """The shipped teacher and int8 students through tools/evaluate_independently.py (no kd_helpers), into
     report/metrics/independent_evaluation.json; stops with its message when a number differs from the record."""
@@ -832,6 +842,8 @@ def main(argv=None) -> int:
         steps, executed = full_steps(names, args.train_teacher), ROOT / "report" / "executed"
     for notebook, record, parameters in steps:
         print(f"[{args.profile}] {record} ...", flush=True)
+        if record == "02_teacher_evaluation" and args.profile != "quick":
+            keep_previous_teacher_evaluation()
         seconds = run_notebook(notebook, executed / f"{record}.ipynb", parameters)
         print(f"[{args.profile}] {record} done in {seconds / 60:.1f} min -> {executed / f'{record}.ipynb'}", flush=True)
         if args.profile != "quick":

@@ -156,6 +156,22 @@ def test_the_deviations_table_weighs_cached_views_against_clean_cached_logits_on
     assert "2-pixel shifts" in reproduce.kd_augmentation_evidence(m)[1]
 
 
+def test_a_new_teacher_keeps_the_evaluation_of_the_one_before(monkeypatch, tmp_path):
+    import kd_helpers
+    metrics, checkpoint = tmp_path / "report" / "metrics", tmp_path / "checkpoints" / "teacher_resnet50.pt"
+    metrics.mkdir(parents=True)
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"the old teacher")
+    evaluation = {"checkpoint_sha256": kd_helpers.sha256_of(checkpoint), "test_accuracy": 0.935}
+    (metrics / "teacher_evaluation.json").write_text(json.dumps(evaluation))
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    reproduce.keep_previous_teacher_evaluation()   # the same teacher evaluated again: nothing to keep
+    assert not (metrics / "teacher_evaluation_previous.json").exists()
+    checkpoint.write_bytes(b"a new teacher")
+    reproduce.keep_previous_teacher_evaluation()
+    assert json.loads((metrics / "teacher_evaluation_previous.json").read_text()) == evaluation
+
+
 def test_each_records_time_keeps_the_cpu_it_ran_on(monkeypatch, tmp_path):
     import kd_helpers
     metrics = reproduce.load_metrics()   # the real report's, before ROOT moves
