@@ -752,7 +752,11 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
                     checkpoint)
         write_status(partial_epoch["step"] if partial_epoch else 0, eta)
 
-    time_left = lambda: seconds_left(state["history"], c.epochs)  # noqa: E731
+    began, batches_here = time.time(), 0   # this process's pace, once it has run a tenth of an epoch
+
+    def time_left(into=0.0):
+        pace = (time.time() - began) / batches_here * steps if batches_here >= steps / 10 else None
+        return seconds_left(state["history"], c.epochs, into, pace)
 
     if checkpoint is not None and state["epoch"] < c.epochs:  # `run_status` sees the run before its epoch ends
         write_status(partial["step"] if partial else 0, time_left())
@@ -765,10 +769,11 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
         last_save = time.time()
 
         def on_batch(step, snapshot):
-            nonlocal last_save
+            nonlocal last_save, batches_here
+            batches_here += 1
             if checkpoint is not None and step < steps and time.time() - last_save >= save_every:
-                seconds = time.time() - start   # the time left: from the last epochs, else from this one's pace
-                eta = seconds_left(state["history"], c.epochs, step / steps)
+                seconds = time.time() - start   # the time left: as time_left, else from this epoch's pace
+                eta = time_left(step / steps)
                 save({**snapshot(), "seconds": seconds},
                      eta=eta if eta is not None else seconds / step * ((c.epochs - epoch) * steps - step))
                 last_save = time.time()
@@ -869,12 +874,15 @@ def run_status(run_dir) -> list[str]:
     return lines
 
 
-def seconds_left(history: list[dict], epochs: int, into: float = 0.0) -> float | None:
-    """The time a run still needs: its epochs left (less the fraction `into` of the one in progress) times the
-    median time of its last three epochs, so one epoch slowed by a busy machine does not inflate the estimate;
-    None before the first epoch."""
+def seconds_left(history: list[dict], epochs: int, into: float = 0.0, pace: float | None = None) -> float | None:
+    """The time a run still needs: its epochs left (less the fraction `into` of the one in progress) times
+    `pace`, the seconds an epoch takes at the speed of the process now running (once it has run long enough
+    to tell; the machine may be busier or idler than when the last epochs ran), else the median time of the
+    last three epochs, so one epoch slowed by a busy machine does not inflate the estimate; None before the
+    first epoch without a pace."""
     recent = [h["seconds"] for h in history[-3:]]
-    return statistics.median(recent) * (epochs - len(history) - into) if recent else None
+    per_epoch = pace if pace is not None else statistics.median(recent) if recent else None
+    return None if per_epoch is None else per_epoch * (epochs - len(history) - into)
 
 
 def run_name(prefix: str, config: dict, **extra) -> str:

@@ -144,6 +144,21 @@ def test_the_time_left_follows_the_typical_recent_epoch_not_one_slowed_by_a_busy
     assert kd.seconds_left(history[:1], 3) == 2 * 2000
     assert kd.seconds_left([], 3) is None
     assert kd.seconds_left(history, 10, into=0.5) == 5.5 * 2200   # half-way through the fifth epoch
+    # resumed on a machine now idle: the pace of the running process, not the epochs that shared the CPU
+    assert kd.seconds_left(history, 10, into=0.5, pace=1000) == 5.5 * 1000
+    assert kd.seconds_left([], 3, pace=1000) == 3 * 1000
+
+
+def test_a_resumed_run_estimates_its_time_left_from_its_own_pace(small_data, tmp_path):
+    checkpoint, log = tmp_path / "run.resume.pt", tmp_path / "run.log"
+    config = dict(epochs=3, batch_size=64)
+    kd.fit(kd.StudentNet(), small_data, {**config, "epochs": 1}, checkpoint=checkpoint, max_batches=2)
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["state"]["history"][0]["seconds"] = 1e6   # the first epoch crawled beside another job
+    torch.save(saved, checkpoint)
+    kd.fit(kd.StudentNet(), small_data, config, checkpoint=checkpoint, max_batches=2, log_file=log)
+    second = next(line for line in log.read_text().splitlines() if "epoch 2/3" in line)
+    assert float(second.split("eta ")[1].split(" min")[0]) < 60   # the median of the epochs would say 8,000 min
 
 
 def test_a_truncated_resumable_checkpoint_names_the_file_and_the_remedy(small_data, tmp_path):
