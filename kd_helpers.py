@@ -752,11 +752,13 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
                     checkpoint)
         write_status(partial_epoch["step"] if partial_epoch else 0, eta)
 
-    began, batches_here = time.time(), 0   # this process's pace, once it has run a tenth of an epoch
+    # the time left: at this process's pace once it has run a tenth of an epoch (any batch when no epoch has
+    # finished yet), else at the last epochs'
+    began, batches_here = time.time(), 0
 
     def time_left(into=0.0):
-        pace = (time.time() - began) / batches_here * steps if batches_here >= steps / 10 else None
-        return seconds_left(state["history"], c.epochs, into, pace)
+        known = batches_here >= steps / 10 or (batches_here and not state["history"])
+        return seconds_left(state["history"], c.epochs, into, (time.time() - began) / batches_here * steps if known else None)
 
     if checkpoint is not None and state["epoch"] < c.epochs:  # `run_status` sees the run before its epoch ends
         write_status(partial["step"] if partial else 0, time_left())
@@ -772,10 +774,7 @@ def fit(model, data, config: TrainConfig | dict, *, teacher=None, teacher_logits
             nonlocal last_save, batches_here
             batches_here += 1
             if checkpoint is not None and step < steps and time.time() - last_save >= save_every:
-                seconds = time.time() - start   # the time left: as time_left, else from this epoch's pace
-                eta = time_left(step / steps)
-                save({**snapshot(), "seconds": seconds},
-                     eta=eta if eta is not None else seconds / step * ((c.epochs - epoch) * steps - step))
+                save({**snapshot(), "seconds": time.time() - start}, eta=time_left(step / steps))
                 last_save = time.time()
         train_loss, train_acc = train_one_epoch(
             model, train_x, train_y, data["normalize"], c, optimizer=opt, generator=generator, epoch=epoch,
