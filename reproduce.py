@@ -324,7 +324,9 @@ def render_improved(m: dict) -> str:
     s, run = m["student_improved"], m["student_improved"]["run"]
     cfg = run["config"]
     scratch = m.get("student_improved_scratch")
-    versus = (f" Trained from scratch with the same budget (the full profile), the same architecture scores "
+    scratch_augmentation = scratch and scratch.get("run", {}).get("augmentation")
+    versus = (f" Trained from scratch with the same budget (the full profile)"
+              f"{f', augmentation: {augmentation_words(scratch_augmentation)}' if scratch_augmentation else ''}, the same architecture scores "
               f"{pct(scratch['test_accuracy'])} (validation {pct(scratch['val_accuracy'])}): distilled minus scratch "
               f"{100 * (s['test_accuracy'] - scratch['test_accuracy']):+.2f} points on the test set, "
               f"{100 * (s['val_accuracy'] - scratch['val_accuracy']):+.2f} on validation, from one seed each; with a "
@@ -336,7 +338,7 @@ def render_improved(m: dict) -> str:
 `04b_improved_student`: `{run['arch']}`, {run['parameters']:,} parameters and {run['mult_adds'] / 1e6:.2f}M multiply-adds
 (convolutions at 28×28, 14×14 and depthwise-separable ones at 7×7, global average pooling, one linear layer),
 distilled from {which_teacher(run['teacher_sha256'], m)} with T = {cfg['temperature']:g}, alpha = {cfg['alpha']:g}
-({run['teacher_mode']} soft targets); {cfg['optimizer']}, one-cycle learning rate peaking at {cfg['lr']:g}, weight decay
+({run['teacher_mode']} soft targets{f"; augmentation: {augmentation_words(run['augmentation'])}" if run.get('augmentation') else ""}); {cfg['optimizer']}, one-cycle learning rate peaking at {cfg['lr']:g}, weight decay
 {cfg['weight_decay']:g}, {cfg['epochs']} epochs, {run['train_seconds'] / 60:.0f} min; kept epoch {run['best_epoch']}:
 validation {pct(s['val_accuracy'])}, test {pct(s['test_accuracy'])} (the homework's student with KD:
 {pct(m['student_kd']['test_accuracy'])}).{versus}

@@ -112,10 +112,13 @@ def test_improved_student_section_appears_with_its_metrics():
     metrics["student_improved"] = {"run": run, "val_accuracy": 0.9412, "test_accuracy": 0.9387}
     text = reproduce.render_improved(metrics)
     assert "`student_gap`, 94,250 parameters" in text and "test 93.87 %" in text and "the shipped teacher" in text
-    metrics["student_improved_scratch"] = {"val_accuracy": 0.9402, "test_accuracy": 0.9340}
+    metrics["student_improved"]["run"]["augmentation"] = {"flip": True, "degrees": 10.0, "translate": 0.1, "scale": [0.9, 1.1]}
+    metrics["student_improved_scratch"] = {"val_accuracy": 0.9402, "test_accuracy": 0.9340, "run": {"augmentation": {
+        "flip": True, "degrees": 0.0, "translate": 0.0, "scale": [1.0, 1.0]}}}
     text = reproduce.render_improved(metrics)
-    assert "the same architecture scores 93.40 % (validation 94.02 %): distilled minus scratch +0.47 points on " \
-           "the test set, +0.10 on validation, from one seed each" in text
+    assert "soft targets; augmentation: flip, ±10° rotation" in text
+    assert "(the full profile), augmentation: flip, the same architecture scores 93.40 % (validation 94.02 %): " \
+           "distilled minus scratch +0.47 points on the test set, +0.10 on validation, from one seed each" in text
     metrics.pop("student_improved_scratch")
     assert "Trained from scratch" not in reproduce.render_improved(metrics)
 
