@@ -92,7 +92,9 @@ def _tiny_repo(path, recipe):
 def test_a_fresh_clone_is_timed_and_recorded_with_its_commit_and_test_count(tmp_path):
     import runpy
     tool = runpy.run_path(str(reproduce.ROOT / "tools" / "time_fresh_clone.py"))
-    repo = _tiny_repo(tmp_path / "repo", "@test -f Makefile && echo '3 passed, 1 skipped in 0.1s'")
+    # the clone runs with an empty runs folder of its own, not the user's: nothing of an earlier run is replayed
+    recipe = "@test -f Makefile && test -n \"$$KD_RUNS_DIR\" && test ! -e \"$$KD_RUNS_DIR\" && test \"$$KD_RUNS_DIR\" != \"$$HOME/.cache/kd-fashion\" && echo '3 passed, 1 skipped in 0.1s'"
+    repo = _tiny_repo(tmp_path / "repo", recipe)
     record = tool["measure"]("test", repo, out=tmp_path / "fresh_clone_test.json")
     assert record["tests_passed"] == 3 and len(record["commit"]) == 40 and record["minutes"] >= 0
     assert json.loads((tmp_path / "fresh_clone_test.json").read_text()) == record
