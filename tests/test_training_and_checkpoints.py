@@ -288,12 +288,76 @@ def test_grid_search_trains_each_setting_and_scratch_without_the_teacher(small_d
     monkeypatch.setattr(kd, "compiled", lambda model: compiled.append(model) or model)
     accuracy = kd.grid_search(small_data, base, {"scratch": {}, "kd_T2": {"temperature": 2.0, "alpha": 0.5}},
                               prefix="g", run_dir=tmp_path, teacher_logits=cache, teacher_sha256="t", max_batches=1,
-                              compile=True)
+                              compile=True, parallel=1)  # here, where compiled is watched
     assert len(compiled) == 2   # each run trains through torch.compile
     assert set(accuracy) == {"scratch", "kd_T2"} and all(0 <= a <= 1 for a in accuracy.values())
     assert "kd_T2" in capsys.readouterr().out
     names = sorted(p.name for p in tmp_path.glob("*.resume.pt"))
     assert len(names) == 2 and any(n.startswith("g_scratch") for n in names)
+
+
+def _two_students(small_data, logits=None):
+    logits = torch.randn(2, len(small_data["train_images"]), 10, generator=torch.Generator().manual_seed(0)) \
+        if logits is None else logits
+    config = dict(epochs=2, batch_size=64, seed=0)
+    return {"scratch": dict(config=config, prefix="s"),
+            "kd": dict(config={**config, "temperature": 2.0, "alpha": 0.5}, prefix="k", teacher_logits=logits)}
+
+
+def test_students_trained_at_once_equal_those_trained_one_after_the_other(small_data, tmp_path, capsys):
+    jobs, threads = _two_students(small_data), torch.get_num_threads()
+    torch.set_num_threads(1)  # here as in each of the two processes: the same arithmetic
+    try:
+        one_by_one = kd.train_students(small_data, jobs, run_dir=tmp_path / "a", parallel=1, max_batches=2,
+                                       teacher_sha256="t")
+        assert "scratch: " not in capsys.readouterr().out
+        at_once = kd.train_students(small_data, jobs, run_dir=tmp_path / "b", parallel=2, max_batches=2,
+                                    teacher_sha256="t", poll=0.1)
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "scratch: " in out and "kd: " in out and "epoch 2/2" in out  # each run's epochs, as they came
+    assert out.count("epoch 2/2") == 2   # and not again when the finished runs are loaded
+    no_time = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    for name in jobs:
+        (model_a, a), (model_b, b) = one_by_one[name], at_once[name]
+        assert a["tag"] == b["tag"] and no_time(a["history"]) == no_time(b["history"])
+        assert all(torch.equal(x, y) for x, y in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+
+
+def test_a_student_that_fails_in_its_process_raises_its_error_in_the_caller(small_data, tmp_path):
+    jobs = _two_students(small_data, logits=torch.full((2, len(small_data["train_images"]), 10), float("nan")))
+    with pytest.raises(kd.NonFiniteLossError, match="epoch 1, batch 1"):
+        kd.train_students(small_data, jobs, run_dir=tmp_path, parallel=2, max_batches=2, teacher_sha256="t", poll=0.1)
+    assert kd._finished(next(tmp_path.glob("s_*.resume.pt")))  # the student from scratch trained all the same
+
+
+def test_students_trained_at_once_end_with_their_killed_caller(small_data, tmp_path):
+    script = tmp_path / "caller.py"
+    script.write_text(textwrap.dedent(f"""
+        import kd_helpers as kd
+        if __name__ == "__main__":
+            data = kd.first_images(kd.fashion_mnist_splits(), 2000)
+            config = dict(epochs=1000, batch_size=64)
+            kd.train_students(data, {{"a": dict(config=config, prefix="a"), "b": dict(config=config, prefix="b")}},
+                              run_dir={str(tmp_path)!r}, parallel=2)
+    """))
+    caller = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline, children = time.time() + 120, []
+        while time.time() < deadline and len(list(tmp_path.glob("*.log"))) < 2:  # both runs are training
+            time.sleep(0.5)
+        children_file = f"/proc/{caller.pid}/task/{caller.pid}/children"
+        children = [int(pid) for pid in open(children_file).read().split()]
+        assert len(children) >= 2
+    finally:
+        caller.send_signal(signal.SIGKILL)
+        caller.wait()
+    deadline = time.time() + 30
+    alive = lambda pid: os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read()  # noqa: E731
+    while time.time() < deadline and any(alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in children), "a student's process outlived its killed caller"
 
 
 def test_plain_turns_tuples_into_lists_at_any_depth():
