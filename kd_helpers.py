@@ -1170,6 +1170,14 @@ def evaluate(model, images, labels, normalize, batch_size: int = 1000) -> dict:
             "accuracy": (logits.argmax(1) == labels).float().mean().item(), "logits": logits}
 
 
+def fewest_within_noise(accuracy: dict[int, float], n: int) -> int:
+    """The smallest key of `accuracy` (a number of views, say) whose accuracy on `n` images is within one binomial
+    standard error of the best one's: the cheapest setting that a measurement on n images cannot tell from the best."""
+    best = max(accuracy.values())
+    margin = math.sqrt(best * (1 - best) / n)
+    return min(k for k, a in accuracy.items() if a >= best - margin)
+
+
 def soft_target_statistics(logits, labels, temperature: float = 1.0) -> dict:
     """What soft targets teach beyond the labels: how often their top class is the label (`agreement`), the
     mean probability they give the label (`label_probability`), the share of images where that exceeds 0.99

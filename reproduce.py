@@ -380,6 +380,8 @@ def render_sweep(m: dict) -> str:
                          for name, v in (w.get("view_augmentations_val_accuracy") or {}).items())
     views_rows += "".join(f"| the same on {k} view{'s' * (k > 1)} of each image{' (all of the cache)' * (k == w.get('views'))} | "
                          f"{pct(v)} |\n" for k, v in by_views)
+    fewest = (f"\nThe fewest views of each image within one binomial standard error of the best count (the rule set before "
+              f"the runs): {w['fewest_views']}.\n" if w.get("fewest_views") else "")
     return f"""
 ### Temperature × alpha{", and decoupled KD" if dkd else ""} (validation only)
 
@@ -391,7 +393,7 @@ distilled runs: {augmentation_words(w['augmentation'])}) and reports the best va
 |---|---:|
 {scratch_rows}
 | best classic KD: T = {w['best']['temperature']:g}, alpha = {w['best']['alpha']:g} | {pct(w['best']['val_accuracy'])} |
-{views_rows}{dkd_row}
+{views_rows}{dkd_row}{fewest}
 ![Validation accuracy of KD over temperature and alpha.](figures/kd_temperature_alpha_sweep.png)
 
 *Validation accuracy (%) of classic KD after {w['epochs']} epochs, by temperature (rows) and alpha (columns).*

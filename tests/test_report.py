@@ -87,6 +87,9 @@ def test_a_sweep_run_with_another_teacher_says_so():
     metrics["kd_sweep"].update(views=8, view_counts_val_accuracy={"2": 0.9301, "8": 0.9355})   # JSON keys are strings
     text = reproduce.render_sweep(metrics)
     assert "| the same on 2 views of each image | 93.01 % |\n| the same on 8 views of each image (all of the cache) | 93.55 % |" in text
+    assert "standard error" not in text   # a sweep written before the rule says nothing of it
+    metrics["kd_sweep"]["fewest_views"] = 8
+    assert "within one binomial standard error of the best count (the rule set before the runs): 8." in reproduce.render_sweep(metrics)
     metrics["kd_sweep"]["view_augmentations_val_accuracy"] = {"homework_mix": 0.9377}
     assert ("| the same on views of flip, ±10° rotation, ±10 % shift, ×0.9-1.1 scale, mixed with a partner image (its "
             "share up to 0.4) | 93.77 % |\n| the same on 2 views") in reproduce.render_sweep(metrics)
