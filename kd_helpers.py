@@ -6,7 +6,8 @@ Sections, in the order data flows through them:
     2. models        StudentNet (the homework's), GapStudentNet (the improved one), the ResNet50 teacher,
                      build_model(arch)
     3. losses        distillation_loss (Hinton et al., 2015), decoupled_kd_loss (Zhao et al., 2022)
-    4. training      TrainConfig, train_one_epoch, fit (resumable, atomic checkpoints, status), train_student
+    4. training      TrainConfig, train_one_epoch, fit (resumable, atomic checkpoints, status), train_student,
+                     train_students (several at once, a process each, on a CPU)
     5. soft targets  the teacher's, cached: teacher_logits_cache (each image and its mirror), ViewCache
                      (augmented views, FKD-style)
     6. evaluation    predict, evaluate, what soft targets teach, confusion matrix, calibration
