@@ -852,10 +852,9 @@ def train_students(data, jobs: dict[str, dict], *, run_dir, device="cpu", parall
     train_student's keywords for that run: config, prefix, arch, soft targets}) and the keywords `common` to all.
     On a CPU the runs go `parallel` at a time (None: as many as PyTorch has threads, up to one per job), each in
     its own process on an equal share of the threads: a small model uses one core better than two (on a 2-core
-    CPU, the homework's student takes 29 s an epoch on one core beside another, 17 s alone on both: two train
-    about 1.15x sooner at once). Their epoch lines are
-    printed as they come, each after its job's name; then every run is loaded from `run_dir` as train_student
-    resumes it (a run whose process failed is resumed here, and its error raised here). On a GPU, with one job,
+    CPU, the homework's student takes 29 s an epoch on one core beside another, 17 s alone on both: two finish
+    about 1.17x sooner at once). Their epoch lines are printed as they come, each after its job's name; then
+    every run is loaded from `run_dir` as train_student resumes it (a run whose process failed is resumed here, and its error raised here). On a GPU, with one job,
     or with a teacher module (online soft targets), the runs go one after the other. The processes are spawned,
     so a script that calls this runs its work under `if __name__ == "__main__":` (a notebook needs nothing)."""
     device, threads = torch.device(device), torch.get_num_threads()
